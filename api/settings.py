@@ -1,0 +1,128 @@
+"""Typed settings, read from the environment (and an optional ``.env`` file).
+
+One field per environment variable; the variable is the field name in upper case
+(``max_input_chars`` → ``MAX_INPUT_CHARS``). Each field's docstring is its documentation
+and is rendered into the README's settings table by ``scripts/settings_table.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("zipvoice-server"))
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("zipvoice-server"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", use_attribute_docstrings=True, populate_by_name=True
+    )
+
+    # --- server -----------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    """Interface the server binds to."""
+    port: int = 8880
+    """TCP port the server listens on."""
+    log_level: str = "info"
+    """Python/uvicorn log level."""
+    max_body_bytes: int = 25 * 1024 * 1024
+    """Largest request body accepted (bytes); larger bodies get 413 before they are read."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS (JSON list). Empty: CORS headers are not sent."""
+
+    # --- models and engines -----------------------------------------------------------------
+    default_model: str = "kokoro"
+    """Backend used for OpenAI model names that are not in MODEL_ALIASES."""
+    model_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"tts-1": "kokoro", "tts-1-hd": "kokoro", "gpt-4o-mini-tts": "kokoro"}
+    )
+    """OpenAI model name → backend name (JSON object)."""
+    engine: Literal["auto", "torch", "onnx", "trt"] = "auto"
+    """How ZipVoice runs: auto picks TensorRT on a GPU with engines, else PyTorch CUDA, else ONNX int8, else PyTorch CPU."""
+    device: str = "auto"
+    """Torch device for ZipVoice (auto, cpu, cuda, cuda:1 …)."""
+    num_threads: int = 0
+    """CPU threads per engine (torch / onnxruntime intra-op). 0 = number of cores."""
+    preload_models: list[str] = Field(default_factory=lambda: ["kokoro"])
+    """Backends loaded and warmed at startup (JSON list); others load lazily on first use."""
+    allow_downloads: bool = True
+    """Fetch missing weights from the network (Hugging Face, GitHub releases) into the cache."""
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where downloaded weights and derived files (assembled ONNX, TensorRT engines) are kept."""
+
+    # --- Kokoro -----------------------------------------------------------------------------
+    kokoro_model_path: Path | None = None
+    """Kokoro ONNX model file. Unset: offline assets if installed, else download kokoro-v1.0.onnx."""
+    kokoro_voices_path: Path | None = None
+    """Kokoro voice pack (.bin/.npz). Unset: offline assets if installed, else download voices-v1.0.bin."""
+    kokoro_default_voice: str = "jm_kumo"
+    """Kokoro voice used when an OpenAI voice alias points to a voice the loaded pack lacks."""
+    voice_aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "alloy": "af_alloy", "ash": "am_adam", "ballad": "bm_fable", "coral": "af_heart",
+            "echo": "am_echo", "fable": "bm_fable", "onyx": "am_onyx", "nova": "af_nova",
+            "sage": "af_sky", "shimmer": "af_bella", "verse": "am_michael", "marin": "af_sarah",
+            "cedar": "bm_george",
+        }
+    )
+    """OpenAI voice name → configured voice (a preset or a registered voice), JSON object."""
+
+    # --- ZipVoice ---------------------------------------------------------------------------
+    zipvoice_model_dir: Path | None = None
+    """Directory with one folder per variant (zipvoice/, zipvoice_distill/ …) holding model.pt, model.json, tokens.txt."""
+    vocos_model_dir: Path | None = None
+    """Directory with the Vocos vocoder (config.yaml, pytorch_model.bin)."""
+    zipvoice_max_chunk_seconds: float = 25.0
+    """Longest prompt + chunk duration handed to the model in one go; long text is split to fit."""
+    prompt_cache_size: int = 32
+    """Prepared prompts (features, tokens, transcript) kept in memory for reuse."""
+
+    # --- voices -----------------------------------------------------------------------------
+    voices_dir: Path = Field(default_factory=lambda: _default_data_dir() / "voices")
+    """Where registered voices are stored (audio + metadata)."""
+    voice_file_root: Path | None = None
+    """Root for ``file+PATH`` voices. Unset: file voices are refused (403)."""
+    voice_url_allowed_hosts: list[str] = Field(default_factory=list)
+    """If non-empty, ``url+`` voices may only come from these hosts (JSON list)."""
+    voice_url_timeout: float = 10.0
+    """Total time allowed to fetch a ``url+`` voice (seconds)."""
+    max_voice_bytes: int = 10 * 1024 * 1024
+    """Largest reference audio accepted from any source (bytes, before decoding)."""
+    max_reference_seconds: float = 60.0
+    """Reference audio longer than this is refused when decoding (seconds)."""
+    max_prompt_seconds: float = 10.0
+    """Reference clips are cut (at a pause) to at most this long before cloning."""
+
+    # --- requests ---------------------------------------------------------------------------
+    max_input_chars: int = 4096
+    """Longest ``input`` accepted by /v1/audio/speech (characters)."""
+    max_concurrency: int = 1
+    """Syntheses running at once."""
+    max_queue: int = 8
+    """Requests waiting for a synthesis slot; beyond this, 429."""
+
+    # --- transcription ----------------------------------------------------------------------
+    whisper_model: str = "base"
+    """faster-whisper model size or local directory (auto-transcription of reference clips)."""
+    whisper_engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    """Transcriber implementation."""
+
+    # --- auth -------------------------------------------------------------------------------
+    api_keys: list[str] = Field(default_factory=list)
+    """Accepted API keys (JSON list). Empty: no authentication."""
+    admin_api_keys: list[str] = Field(default_factory=list)
+    """API keys that also see and manage every namespace's voices (JSON list)."""
