@@ -1,0 +1,109 @@
+"""The app factory: ``create_app(settings)`` wires routers, middleware, error mapping and state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import __version__
+from api.engines.registry import EngineRegistry
+from api.errors import install_error_handlers
+from api.middleware import BodyLimitMiddleware
+from api.routes import models, ops, speech
+from api.settings import Settings
+from api.synthesis.limiter import SynthesisLimiter
+from api.synthesis.service import SpeechService
+
+log = logging.getLogger(__name__)
+
+
+def _warm(app: FastAPI) -> None:
+    """Load and warm the preloaded backends (worker thread)."""
+    state = app.state
+    for name in state.settings.preload_models:
+        try:
+            backend = state.engines.resolve_model(name)
+            avail = state.engines.availability(backend)
+            if not avail.ok:
+                log.warning("backend %s unavailable: %s", backend, avail.reason)
+                state.ready_detail = f"backend {backend} unavailable"
+                continue
+            engine = state.engines.loaded(backend)
+            if engine.voice_kind == "preset":
+                from api.engines.base import PresetVoice, SynthesisOptions
+
+                voices = engine.preset_voices()
+                if voices:
+                    voice = state.settings.kokoro_default_voice
+                    list(
+                        engine.synthesize(
+                            ["Ready."],
+                            PresetVoice(voice if voice in voices else voices[0]),
+                            SynthesisOptions(),
+                        )
+                    )
+            log.info("backend %s ready", backend)
+        except Exception:
+            log.exception("warming %s failed", name)
+            state.ready_detail = f"backend {name} failed to load"
+            return
+    state.ready.set()
+
+
+def _build_voices(app: FastAPI, settings: Settings) -> None:
+    from api.voices.sources import VoiceResolver
+    from api.voices.store import FileVoiceStore
+
+    app.state.voice_store = FileVoiceStore(settings.voices_dir)
+    app.state.voice_resolver = VoiceResolver(settings, app.state.voice_store)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+        warm = asyncio.get_running_loop().run_in_executor(None, _warm, app)
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            warm.cancel()
+
+    app = FastAPI(
+        title="zipvoice-server",
+        version=__version__,
+        description="OpenAI-compatible speech server: zero-shot voice cloning (ZipVoice) and preset voices (Kokoro).",
+        lifespan=lifespan,
+    )
+    state = app.state
+    state.settings = settings
+    state.engines = EngineRegistry(settings)
+    state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+    state.ready = threading.Event()
+    state.ready_detail = "loading"
+    state.draining = False
+    _build_voices(app, settings)
+    state.speech = SpeechService(settings, state.engines, state.voice_resolver)
+
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["*"],
+        )
+    app.include_router(ops.router)
+    app.include_router(models.router)
+    app.include_router(speech.router)
+    return app

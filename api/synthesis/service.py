@@ -1,0 +1,156 @@
+"""The speech pipeline: request → resolve voice → plan → engine → encode.
+
+Heavy work (model loading, voice decoding, synthesis, encoding) runs in worker threads; the
+event loop only moves chunks. Streaming runs the engine in a producer thread that checks a
+cancellation flag between chunks, so a dropped client stops synthesis within one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from api.engines.base import AudioChunk, PresetVoice, SpeechEngine, SynthesisOptions, Voice
+from api.engines.registry import EngineRegistry
+from api.errors import InvalidRequestError
+from api.schemas.speech import SpeechRequest
+from api.settings import Settings
+from api.text.split import split_text
+
+SOURCE_PREFIXES = ("file+", "url+", "base64+", "data:")
+
+
+class VoiceResolverLike(Protocol):
+    def resolve(self, spec: str, *, owner: str | None = None, prompt_text: str | None = None) -> Voice: ...
+
+
+@dataclass
+class SpeechPlan:
+    backend: str
+    engine: SpeechEngine
+    voice: Voice
+    chunks: list[str]
+    options: SynthesisOptions
+    response_format: str
+    input_chars: int
+
+
+class SpeechService:
+    def __init__(self, settings: Settings, engines: EngineRegistry, resolver: VoiceResolverLike) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.resolver = resolver
+
+    # -- plan -------------------------------------------------------------------------------
+    def _check_input(self, text: str) -> None:
+        limit = self.settings.max_input_chars
+        if len(text) > limit:
+            raise InvalidRequestError(
+                f"'input' is too long: {len(text)} characters, the limit is {limit}.",
+                param="input",
+                code="string_above_max_length",
+            )
+        if not text.strip():
+            raise InvalidRequestError("'input' is empty.", param="input", code="empty_input")
+
+    def resolve_voice(
+        self, spec: str, engine: SpeechEngine, *, owner: str | None, prompt_text: str | None
+    ) -> Voice:
+        """Voice spec → preset or reference clip, following VOICE_ALIASES (blocking)."""
+        alias = self.settings.voice_aliases.get(spec.lower()) if len(spec) < 64 else None
+        if engine.voice_kind == "preset":
+            if spec.startswith(SOURCE_PREFIXES):
+                raise InvalidRequestError(
+                    f"Model '{engine.name}' speaks preset voices only; use a ZipVoice model to clone a voice.",
+                    param="voice",
+                )
+            if alias is not None:
+                presets = engine.preset_voices()
+                return PresetVoice(alias if alias in presets else self.settings.kokoro_default_voice)
+            return PresetVoice(spec)
+        return self.resolver.resolve(alias or spec, owner=owner, prompt_text=prompt_text)
+
+    def options(self, req: SpeechRequest) -> SynthesisOptions:
+        return SynthesisOptions(
+            speed=req.speed,
+            seed=req.seed,
+            lang=req.lang,
+            num_steps=req.num_steps,
+            guidance_scale=req.guidance_scale,
+            t_shift=req.t_shift,
+        )
+
+    async def plan(
+        self, req: SpeechRequest, *, owner: str | None = None, streaming: bool = False
+    ) -> SpeechPlan:
+        self._check_input(req.input)
+        backend = self.engines.resolve_model(req.model)
+        engine = await asyncio.to_thread(self.engines.loaded, backend)
+        voice = await asyncio.to_thread(
+            self.resolve_voice, req.voice_spec(), engine, owner=owner, prompt_text=req.prompt_text
+        )
+        chunks = await asyncio.to_thread(split_text, req.input, engine.max_chunk_chars, merge=not streaming)
+        return SpeechPlan(
+            backend, engine, voice, chunks, self.options(req), req.response_format, len(req.input)
+        )
+
+    # -- run --------------------------------------------------------------------------------
+    @staticmethod
+    def iter_audio(plan: SpeechPlan, cancel: threading.Event | None = None) -> Iterator[AudioChunk]:
+        for chunk in plan.engine.synthesize(plan.chunks, plan.voice, plan.options):
+            if cancel is not None and cancel.is_set():
+                return
+            yield chunk
+
+    @staticmethod
+    def collect(plan: SpeechPlan) -> AudioChunk:
+        """Run the whole plan and join the chunks (blocking)."""
+        pieces = list(SpeechService.iter_audio(plan))
+        if not pieces:
+            return AudioChunk(np.zeros((plan.engine.channels, 0), dtype=np.float32), plan.engine.sample_rate)
+        rate = pieces[0].sample_rate
+        return AudioChunk(np.concatenate([p.samples for p in pieces], axis=-1), rate)
+
+    async def stream(self, plan: SpeechPlan, *, prefetch: int = 1) -> AsyncIterator[AudioChunk]:
+        """Chunks as they are synthesized. The next chunk is computed while this one is sent."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        room = threading.Semaphore(prefetch + 1)
+        done = object()
+
+        def produce() -> None:
+            try:
+                for chunk in self.iter_audio(plan, cancel):
+                    while not room.acquire(timeout=0.1):
+                        if cancel.is_set():
+                            return
+                    if cancel.is_set():
+                        return
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+            except BaseException as exc:  # handed to the consumer
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                room.release()
+                yield item
+        finally:
+            cancel.set()
+            room.release()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(worker)
