@@ -169,7 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         cls = _STATUS_TYPES.get(exc.status_code, APIError)
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        err = cls(detail) if cls is not AuthenticationError else cls(detail)
+        err = cls(detail)
         if cls is APIError:
             err.status_code = exc.status_code
         return error_response(err)

@@ -15,7 +15,19 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
 )
 
 
@@ -73,9 +85,18 @@ class Settings(BaseSettings):
     """Kokoro voice used when an OpenAI voice alias points to a voice the loaded pack lacks."""
     voice_aliases: dict[str, str] = Field(
         default_factory=lambda: {
-            "alloy": "af_alloy", "ash": "am_adam", "ballad": "bm_fable", "coral": "af_heart",
-            "echo": "am_echo", "fable": "bm_fable", "onyx": "am_onyx", "nova": "af_nova",
-            "sage": "af_sky", "shimmer": "af_bella", "verse": "am_michael", "marin": "af_sarah",
+            "alloy": "af_alloy",
+            "ash": "am_adam",
+            "ballad": "bm_fable",
+            "coral": "af_heart",
+            "echo": "am_echo",
+            "fable": "bm_fable",
+            "onyx": "am_onyx",
+            "nova": "af_nova",
+            "sage": "af_sky",
+            "shimmer": "af_bella",
+            "verse": "am_michael",
+            "marin": "af_sarah",
             "cedar": "bm_george",
         }
     )

@@ -6,6 +6,7 @@ modules only when first built, so a server without torch still starts and serves
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +44,8 @@ register_engine("kokoro", _kokoro, "Kokoro-82M preset voices (ONNX Runtime)")
 
 def _register_optional() -> None:
     # ZipVoice backends register themselves when their package is present.
-    try:
+    with contextlib.suppress(ImportError):
         import api.engines.zipvoice  # noqa: F401
-    except ImportError:
-        pass
 
 
 class EngineRegistry:

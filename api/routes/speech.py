@@ -99,7 +99,8 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
 
     async def sse() -> AsyncIterator[bytes]:
         seconds = 0.0
-        async for data, seconds in _audio_bytes(service, plan, first, chunks):
+        async for data, total in _audio_bytes(service, plan, first, chunks):
+            seconds = total
             if data:
                 event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
                 yield f"data: {json.dumps(event)}\n\n".encode()
