@@ -12,8 +12,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import __version__
+from api.auth import APIKeyMiddleware
 from api.engines.registry import EngineRegistry
 from api.errors import install_error_handlers
+from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.routes import models, ops, speech
 from api.settings import Settings
@@ -69,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
         warm = asyncio.get_running_loop().run_in_executor(None, _warm, app)
         try:
             yield
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.settings = settings
     state.engines = EngineRegistry(settings)
     state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+    state.metrics = Metrics()
     state.ready = threading.Event()
     state.ready_detail = "loading"
     state.draining = False
@@ -95,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(APIKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

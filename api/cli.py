@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from types import FrameType
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -25,7 +26,23 @@ def serve(argv: list[str] | None = None) -> None:
     )
     settings = settings.model_copy(update={"host": args.host, "port": args.port})
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    server = uvicorn.Server(config)
+    original_handle_exit = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        # SIGTERM/SIGINT: /ready turns 503 at once; uvicorn stops accepting and drains in-flight work.
+        app.state.draining = True
+        original_handle_exit(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
 
 
 if __name__ == "__main__":  # pragma: no cover

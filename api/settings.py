@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     """TCP port the server listens on."""
     log_level: str = "info"
     """Python/uvicorn log level."""
+    shutdown_timeout: int = 30
+    """Seconds to let in-flight requests finish after SIGTERM before exiting."""
     max_body_bytes: int = 25 * 1024 * 1024
     """Largest request body accepted (bytes); larger bodies get 413 before they are read."""
     cors_origins: list[str] = Field(default_factory=list)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 router = APIRouter(tags=["ops"])
 
@@ -22,3 +22,11 @@ async def ready(request: Request) -> Any:
         return {"status": "ready"}
     reason = "draining" if state.draining else state.ready_detail
     return JSONResponse({"status": "not_ready", "detail": reason}, status_code=503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    state.metrics.in_flight.set(state.limiter.in_flight)
+    state.metrics.queue_depth.set(state.limiter.waiting)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

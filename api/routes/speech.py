@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -15,42 +16,23 @@ from starlette.types import Receive, Scope, Send
 
 from api.audio.encode import CONTENT_TYPES, StreamEncoder
 from api.engines.base import AudioChunk
+from api.metrics import Metrics
 from api.schemas.speech import SpeechRequest
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.service import SpeechPlan, SpeechService
 
 router = APIRouter(tags=["speech"])
 
-# Extra response headers a cloning engine/voice can contribute (quality report, transcript).
-HEADER_HOOK = "speech_headers"
-
 
 def _usage(plan: SpeechPlan, seconds: float) -> dict[str, int]:
-    # Tokens are not meaningful for these models; we report characters in and 20 ms audio frames out.
+    # Tokens are not meaningful for these models: we report input characters and 20 ms audio frames.
     out = round(seconds * 50)
     return {"input_tokens": plan.input_chars, "output_tokens": out, "total_tokens": plan.input_chars + out}
 
 
-async def _audio_bytes(
-    service: SpeechService, plan: SpeechPlan, first: AudioChunk, chunks: AsyncIterator[AudioChunk]
-) -> AsyncIterator[tuple[bytes, float]]:
-    encoder = StreamEncoder(plan.response_format, first.sample_rate, first.channels)
-    seconds = first.duration
-    data = await asyncio.to_thread(encoder.write, first.samples)
-    if data:
-        yield data, seconds
-    async for chunk in chunks:
-        seconds += chunk.duration
-        data = await asyncio.to_thread(encoder.write, chunk.samples)
-        if data:
-            yield data, seconds
-    tail = await asyncio.to_thread(encoder.close)
-    yield tail, seconds
-
-
 class ClosingStreamingResponse(StreamingResponse):
     """A streaming response that releases its resources (slot, producer thread) however it ends:
-    completed, failed, or the client went away before or during the body."""
+    completed, failed, or the client gone before or during the body."""
 
     def __init__(self, content: AsyncIterator[bytes], stack: AsyncExitStack, **kw: Any) -> None:
         super().__init__(content, **kw)
@@ -63,6 +45,35 @@ class ClosingStreamingResponse(StreamingResponse):
             await self._stack.aclose()
 
 
+class _EncodedStream:
+    """Encodes engine chunks to the response format, off the event loop, and records metrics."""
+
+    def __init__(
+        self, plan: SpeechPlan, first: AudioChunk, rest: AsyncIterator[AudioChunk], metrics: Metrics
+    ) -> None:
+        self.plan, self.first, self.rest, self.metrics = plan, first, rest, metrics
+        self.seconds = 0.0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        started = time.perf_counter()
+        encoder = StreamEncoder(self.plan.response_format, self.first.sample_rate, self.first.channels)
+        chunk: AudioChunk | None = self.first
+        while chunk is not None:
+            self.seconds += chunk.duration
+            data = await asyncio.to_thread(encoder.write, chunk.samples)
+            if data:
+                yield data
+            chunk = await anext(self.rest, None)
+        tail = await asyncio.to_thread(encoder.close)
+        if tail:
+            yield tail
+        backend = self.plan.backend
+        self.metrics.speech.labels(backend, "200").inc()
+        if self.seconds > 0:
+            self.metrics.audio_seconds.labels(backend).inc(self.seconds)
+            self.metrics.rtf.labels(backend).observe((time.perf_counter() - started) / self.seconds)
+
+
 @router.post(
     "/v1/audio/speech",
     summary="Generate audio from text (OpenAI-compatible)",
@@ -73,43 +84,37 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     state = request.app.state
     service: SpeechService = state.speech
     limiter: SynthesisLimiter = state.limiter
+    metrics: Metrics = state.metrics
     owner: str | None = getattr(request.state, "owner", None)
 
+    started = time.perf_counter()
     stack = AsyncExitStack()
-    await stack.enter_async_context(limiter.slot())
     try:
+        await stack.enter_async_context(limiter.slot())
         plan = await service.plan(body, owner=owner, streaming=True)
         chunks = service.stream(plan)
         stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
         # The first chunk is computed before the response starts, so its errors get a proper status.
         first = await anext(chunks)
-    except BaseException:
+    except BaseException as exc:
         await stack.aclose()
+        metrics.speech.labels(body.model[:40], str(getattr(exc, "status_code", 500))).inc()
         raise
+    metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
 
-    headers = {"X-Model-Backend": plan.backend}
-    hook = getattr(state, HEADER_HOOK, None)
-    if hook is not None:
-        headers.update(hook(plan))
-
-    async def audio() -> AsyncIterator[bytes]:
-        async for data, _ in _audio_bytes(service, plan, first, chunks):
-            if data:
-                yield data
+    headers = {"X-Model-Backend": plan.backend, **service.response_headers(plan)}
+    encoded = _EncodedStream(plan, first, chunks, metrics)
 
     async def sse() -> AsyncIterator[bytes]:
-        seconds = 0.0
-        async for data, total in _audio_bytes(service, plan, first, chunks):
-            seconds = total
-            if data:
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
-                yield f"data: {json.dumps(event)}\n\n".encode()
-        done = {"type": "speech.audio.done", "usage": _usage(plan, seconds)}
+        async for data in encoded:
+            event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+            yield f"data: {json.dumps(event)}\n\n".encode()
+        done = {"type": "speech.audio.done", "usage": _usage(plan, encoded.seconds)}
         yield f"data: {json.dumps(done)}\n\n".encode()
 
     if body.stream_format == "sse":
         headers["Cache-Control"] = "no-cache"
         return ClosingStreamingResponse(sse(), stack, media_type="text/event-stream", headers=headers)
     return ClosingStreamingResponse(
-        audio(), stack, media_type=CONTENT_TYPES[plan.response_format], headers=headers
+        encoded.__aiter__(), stack, media_type=CONTENT_TYPES[plan.response_format], headers=headers
     )

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from api.engines.base import AudioChunk, PresetVoice, SpeechEngine, SynthesisOptions, Voice
+from api.engines.base import AudioChunk, PresetVoice, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
 from api.engines.registry import EngineRegistry
 from api.errors import InvalidRequestError
 from api.schemas.speech import SpeechRequest
@@ -46,6 +46,8 @@ class SpeechService:
         self.settings = settings
         self.engines = engines
         self.resolver = resolver
+        #: optional hook voice → extra response headers (quality analysis, transcript source)
+        self.report_headers: Callable[[ReferenceVoice], dict[str, str]] | None = None
 
     # -- plan -------------------------------------------------------------------------------
     def _check_input(self, text: str) -> None:
@@ -99,6 +101,13 @@ class SpeechService:
         return SpeechPlan(
             backend, engine, voice, chunks, self.options(req), req.response_format, len(req.input)
         )
+
+    def response_headers(self, plan: SpeechPlan) -> dict[str, str]:
+        """Headers describing the voice used (quality report, transcript) for cloning requests."""
+        voice = plan.voice
+        if not isinstance(voice, ReferenceVoice) or self.report_headers is None:
+            return {}
+        return self.report_headers(voice)
 
     # -- run --------------------------------------------------------------------------------
     @staticmethod

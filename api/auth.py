@@ -1,0 +1,61 @@
+"""API keys: one ASGI middleware guards every route but an explicit public list.
+
+Because the check sits in front of the router, new routes are protected without extra code.
+Keys are compared in constant time and never logged; the caller's voice namespace is derived
+from a hash of the key (``request.state.owner``), and admin keys see every namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import AuthenticationError, error_response
+
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/web",)  # the player's static files; its API calls carry the key
+
+
+def owner_for_key(key: str) -> str:
+    """Stable, non-reversible namespace name for a key."""
+    return "k-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class APIKeyMiddleware:
+    def __init__(self, app: ASGIApp, keys: list[str], admin_keys: list[str]) -> None:
+        self.app = app
+        self._keys = [k.encode() for k in dict.fromkeys([*keys, *admin_keys]) if k]
+        self._admin = [k.encode() for k in admin_keys if k]
+
+    def _match(self, candidate: bytes, keys: list[bytes]) -> bool:
+        found = False
+        for key in keys:  # no early exit: time does not depend on which key matched
+            found |= hmac.compare_digest(candidate, key)
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._keys:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token or not self._match(token, self._keys):
+            await error_response(
+                AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.")
+            )(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["owner"] = owner_for_key(token.decode("utf-8", "replace"))
+        state["is_admin"] = self._match(token, self._admin)
+        await self.app(scope, receive, send)

@@ -1,0 +1,88 @@
+"""Prometheus metrics, one registry per app (``app.state.metrics``)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "zvs_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "zvs_request_seconds",
+            "HTTP request latency (until the response ends)",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speech = Counter(
+            "zvs_speech_total", "Speech requests by model and outcome", ["model", "status"], registry=r
+        )
+        self.ttfa = Histogram(
+            "zvs_time_to_first_audio_seconds",
+            "Request start to first audio chunk",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rtf = Histogram(
+            "zvs_real_time_factor",
+            "Synthesis time / audio duration",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20),
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "zvs_audio_seconds_total", "Seconds of audio produced", ["model"], registry=r
+        )
+        self.in_flight = Gauge("zvs_synthesis_in_flight", "Syntheses running", registry=r)
+        self.queue_depth = Gauge("zvs_synthesis_queue_depth", "Requests waiting for a slot", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _route_name(scope: Scope) -> str:
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = _route_name(scope)
+            self.metrics.requests.labels(scope.get("method", ""), route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
