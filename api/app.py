@@ -18,6 +18,7 @@ from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.routes import models, ops, speech
+from api.routes.web import mount_web
 from api.settings import Settings
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.service import SpeechService
@@ -110,4 +111,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(speech.router)
+    mount_web(app, settings)
     return app

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     """Seconds to let in-flight requests finish after SIGTERM before exiting."""
     max_body_bytes: int = 25 * 1024 * 1024
     """Largest request body accepted (bytes); larger bodies get 413 before they are read."""
+    web_dir: Path | None = Field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
+    """Directory of the web player served at /web (unset or missing: no player)."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS (JSON list). Empty: CORS headers are not sent."""
 
