@@ -1,0 +1,215 @@
+"""Decode uploaded audio from memory with PyAV (no ffmpeg binary).
+
+Any container/codec FFmpeg can demux works: WAV (8/16/24/32-bit integer and float), MP3, FLAC,
+Ogg Vorbis, Ogg Opus, M4A/AAC, ADTS AAC, WebM/Matroska Opus (browsers' ``MediaRecorder``), and raw
+headerless s16le when the caller says so with :class:`RawPCM`.
+
+Decoding is incremental and bounded: it stops with :class:`~api.errors.PayloadTooLargeError` (413)
+as soon as the decoded audio passes ``max_seconds`` or ``max_decoded_bytes`` (float32 bytes at the
+source rate), so a small compressed upload can never expand into a huge buffer. Errors a client
+sees never contain paths or FFmpeg internals:
+
+* empty body, or a file with no samples → :class:`~api.errors.InvalidRequestError` (400);
+* not recognizable as audio, no audio stream, or undecodable → :class:`~api.errors.UnsupportedMediaError` (415).
+
+A truncated or partly corrupt file yields the audio that could be decoded (as FFmpeg's CLI does);
+it is an error only when nothing decodes at all.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+import soxr
+
+from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaError
+
+log = logging.getLogger(__name__)
+
+#: Most channels accepted (7.1).
+MAX_CHANNELS = 8
+#: Decode errors tolerated (packets skipped) before the file is given up as corrupt.
+MAX_PACKET_ERRORS = 50
+
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, ValueError, OSError, EOFError, IndexError)
+
+_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+@dataclass(frozen=True)
+class RawPCM:
+    """Describes headerless signed 16-bit little-endian PCM (OpenAI's ``pcm``: 24 kHz mono)."""
+
+    sample_rate: int = 24000
+    channels: int = 1
+
+
+def _unsupported(detail: str) -> UnsupportedMediaError:
+    return UnsupportedMediaError(detail, code="unsupported_audio")
+
+
+def _frame_to_float(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """A decoded frame as float32 ``(channels, n)`` in [-1, 1]."""
+    fmt = frame.format
+    name = fmt.name.rstrip("p")
+    raw = frame.to_ndarray()
+    x = raw.reshape(channels, -1) if fmt.is_planar else raw.reshape(-1, channels).T
+    if name in ("flt", "dbl"):
+        out = x.astype(np.float32)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    elif name == "u8":
+        out = (x.astype(np.float32) - 128.0) / 128.0
+    elif name in _SCALE:
+        out = (x.astype(np.float64) / _SCALE[name]).astype(np.float32)
+    else:  # pragma: no cover - FFmpeg has no other sample formats
+        raise _unsupported("The audio uses an unsupported sample format.")
+    np.clip(out, -1.0, 1.0, out=out)
+    return out
+
+
+def _open(data: bytes, raw: RawPCM | None) -> Any:
+    kwargs: dict[str, Any] = {}
+    if raw is not None:
+        if raw.sample_rate <= 0 or not 1 <= raw.channels <= MAX_CHANNELS:
+            raise InvalidRequestError("Invalid raw PCM parameters.")
+        if len(data) % (2 * raw.channels):
+            raise InvalidRequestError("Raw PCM data is not a whole number of 16-bit sample frames.")
+        kwargs = {
+            "format": "s16le",
+            "options": {"sample_rate": str(raw.sample_rate), "ch_layout": f"{raw.channels}c"},
+        }
+    try:
+        return av.open(io.BytesIO(data), mode="r", **kwargs)
+    except _AV_ERRORS as exc:
+        log.debug("audio open failed: %r", exc)
+        raise _unsupported("The file could not be read as audio: unrecognized or corrupt format.") from None
+
+
+def decode_audio(
+    data: bytes,
+    *,
+    max_seconds: float,
+    max_decoded_bytes: int | None = None,
+    target_rate: int | None = None,
+    mono: bool = False,
+    raw: RawPCM | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode ``data`` to float32 ``(channels, n)`` in [-1, 1] and its sample rate.
+
+    ``target_rate`` resamples (soxr, high quality); ``mono`` averages the channels. The
+    ``max_seconds``/``max_decoded_bytes`` limits are checked frame by frame while decoding.
+    """
+    if max_seconds <= 0:
+        raise ValueError("max_seconds must be positive")
+    if target_rate is not None and target_rate <= 0:
+        raise ValueError("target_rate must be positive")
+    if not data:
+        raise InvalidRequestError("The audio file is empty.", code="empty_audio")
+
+    container = _open(bytes(data), raw)
+    try:
+        samples, rate = _decode_stream(container, max_seconds, max_decoded_bytes)
+    finally:
+        container.close()
+
+    if mono and samples.shape[0] > 1:
+        samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
+    if target_rate is not None and target_rate != rate:
+        if max_decoded_bytes is not None:
+            out_bytes = samples.shape[1] * target_rate // rate * samples.shape[0] * 4
+            if out_bytes > max_decoded_bytes:
+                raise _too_large_bytes(max_decoded_bytes)
+        samples = _resample(samples, rate, target_rate)
+        rate = target_rate
+    return samples, rate
+
+
+def _too_large_seconds(max_seconds: float) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The audio is longer than the {max_seconds:g} second limit.", code="audio_too_long"
+    )
+
+
+def _too_large_bytes(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The decoded audio is larger than the {limit} byte limit.", code="audio_too_large"
+    )
+
+
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if x.shape[1] == 0:
+        return x
+    y = soxr.resample(np.ascontiguousarray(x.T), rate, target, quality="HQ")
+    out = np.ascontiguousarray(np.asarray(y, dtype=np.float32).reshape(-1, x.shape[0]).T)
+    np.clip(out, -1.0, 1.0, out=out)
+    return out
+
+
+def _decode_stream(container: Any, max_seconds: float, max_bytes: int | None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream frame by frame, enforcing the limits as it goes."""
+    if not container.streams.audio:
+        raise _unsupported("The file contains no audio stream.")
+    stream = container.streams.audio[0]
+
+    chunks: list[np.ndarray] = []
+    rate = 0
+    channels = 0
+    total = 0
+    limit_samples = 0
+    errors = 0
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except _AV_ERRORS as exc:  # truncated/corrupt container: keep what decoded
+            log.debug("audio demux stopped: %r", exc)
+            errors += 1
+            packet = None  # flush the decoder
+        try:
+            frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
+        except _AV_ERRORS as exc:
+            errors += 1
+            log.debug("audio packet skipped: %r", exc)
+            if errors > MAX_PACKET_ERRORS:
+                break
+            continue
+        for frame in frames:
+            n = int(frame.samples)
+            if n == 0:
+                continue
+            frame_channels = int(frame.layout.nb_channels)
+            frame_rate = int(frame.rate or stream.rate or 0)
+            if not rate:
+                if frame_rate <= 0:
+                    raise _unsupported("The audio has no valid sample rate.")
+                if not 1 <= frame_channels <= MAX_CHANNELS:
+                    raise _unsupported(f"The audio has an unsupported channel count (max {MAX_CHANNELS}).")
+                rate, channels = frame_rate, frame_channels
+                limit_samples = int(max_seconds * rate)
+            elif frame_channels != channels:
+                raise _unsupported("The audio changes its channel count midway; this is not supported.")
+            x = _frame_to_float(frame, frame_channels)
+            if frame_rate != rate:  # rare mid-stream rate change (e.g. chained streams)
+                x = _resample(x, frame_rate, rate)
+            total += x.shape[1]
+            if total > limit_samples:
+                raise _too_large_seconds(max_seconds)
+            if max_bytes is not None and total * channels * 4 > max_bytes:
+                raise _too_large_bytes(max_bytes)
+            chunks.append(x)
+        if packet is None:
+            break
+
+    if not rate:
+        if errors:
+            raise _unsupported("The audio could not be decoded: corrupt or unsupported encoding.")
+        raise InvalidRequestError("The audio file contains no audio samples.", code="empty_audio")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), rate
