@@ -1,0 +1,149 @@
+"""Prompt preparation and output post-processing vs the end-to-end goldens (README 3e)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from api.zipvoice.audio_prep import (
+    FEAT_SCALE,
+    TARGET_RMS,
+    cross_fade_concat,
+    features_to_vocoder_input,
+    finalize_wav,
+    prepare_prompt,
+    read_audio,
+    remove_silence,
+    restore_volume,
+    rms_norm,
+    synthesize_features_to_wav,
+    to_int16_pcm,
+)
+from api.zipvoice.vocos import Vocos, load_vocos
+
+CASES = ["e2e_zipvoice", "e2e_zipvoice_distill"]
+FEAT_ATOL = 2e-3 * FEAT_SCALE  # log-mel tolerance, in the x feat_scale domain
+VOC_ATOL = 1e-5
+WAV_ATOL = 3.1e-5  # one int16 step (pydub truncation)
+WAV_MAX_DIFF_FRACTION = 1e-3
+
+
+def _load(reference_dir: Path, case: str) -> dict[str, np.ndarray]:
+    with np.load(reference_dir / "golden" / f"{case}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def vocos(reference_dir: Path) -> Vocos:
+    return load_vocos(reference_dir / "vocos-mel-24khz-tiny")
+
+
+@pytest.fixture(scope="module")
+def prompt(reference_dir: Path) -> tuple[torch.Tensor, int]:
+    return read_audio(reference_dir / "audio" / "prompt.wav")
+
+
+def _assert_wav_close(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert ours.shape == ref.shape
+    diff = np.abs(ours - ref)
+    assert diff.max() <= WAV_ATOL
+    assert (diff > 0).mean() < WAV_MAX_DIFF_FRACTION
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_prompt_path(reference_dir: Path, prompt: tuple[torch.Tensor, int], case: str) -> None:
+    g = _load(reference_dir, case)
+    wav, sr = prompt
+    assert sr == 24000 and wav.shape == (1, 66720)
+
+    desilenced = remove_silence(wav, sr, only_edge=False, trail_sil_ms=200)
+    assert desilenced.shape == g["prompt_wav_desilenced"].shape
+    np.testing.assert_allclose(desilenced.numpy(), g["prompt_wav_desilenced"], rtol=0, atol=WAV_ATOL)
+
+    normed, rms = rms_norm(desilenced, TARGET_RMS)
+    np.testing.assert_allclose(rms, float(g["prompt_rms"]), rtol=1e-6)
+    np.testing.assert_allclose(normed.numpy(), g["prompt_wav_processed"], rtol=0, atol=1e-6)
+
+    prepared = prepare_prompt(wav, sr, num_channels=1)
+    assert prepared.rms == pytest.approx(float(g["prompt_rms"]), rel=1e-6)
+    np.testing.assert_allclose(prepared.wav.numpy(), g["prompt_wav_processed"], rtol=0, atol=1e-6)
+    assert tuple(prepared.features.shape) == g["sample_prompt_features"].shape
+    assert prepared.num_frames == int(g["sample_prompt_features_lens"][0])
+    np.testing.assert_allclose(
+        prepared.features[0].numpy() / FEAT_SCALE, g["prompt_fbank"], rtol=0, atol=2e-3
+    )
+    np.testing.assert_allclose(prepared.features.numpy(), g["sample_prompt_features"], rtol=0, atol=FEAT_ATOL)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_output_path(reference_dir: Path, vocos: Vocos, case: str) -> None:
+    g = _load(reference_dir, case)
+    pred = torch.from_numpy(g["pred_features"])
+    vin = features_to_vocoder_input(pred)
+    np.testing.assert_allclose(vin.numpy(), g["vocoder_in"], rtol=1e-6, atol=1e-6)
+
+    raw = vocos.decode(vin)
+    np.testing.assert_allclose(raw.numpy(), g["vocoder_out"], rtol=0, atol=VOC_ATOL)
+
+    # from the stored raw vocoder output: clamp, volume restore, edge trimming
+    final = finalize_wav(restore_volume(torch.from_numpy(g["vocoder_out"]), float(g["prompt_rms"])))
+    _assert_wav_close(final.numpy(), g["wav"])
+    assert g["wav"].shape[-1] == 57864  # whole-millisecond zero padding of 57856 samples
+
+    # the same through the batch helper, starting from model.sample's output
+    wavs = synthesize_features_to_wav(
+        vocos, pred, torch.from_numpy(g["pred_features_lens"]), float(g["prompt_rms"])
+    )
+    assert len(wavs) == 1
+    final2 = finalize_wav(cross_fade_concat(wavs))
+    _assert_wav_close(final2.numpy(), g["wav"])
+    assert np.array_equal(to_int16_pcm(final2)[:, 0].astype(np.float32) / 32768, final2[0].numpy())
+
+
+def test_trailing_silence_length_follows_pydub() -> None:
+    # pydub makes 200 ms of silence at 11025 Hz (2205 frames) and resamples: 4798 frames at 24 kHz.
+    loud = torch.full((1, 24000), 0.5)
+    out = remove_silence(loud, 24000, only_edge=True, trail_sil_ms=200)
+    assert out.shape == (1, 24000 + 4798)
+    assert torch.all(out[:, 24000:] == 0)
+
+
+def test_long_internal_silence_is_shortened() -> None:
+    sr = 24000
+    t = torch.arange(sr) / sr
+    tone = 0.3 * torch.sin(2 * torch.pi * 220 * t)[None]
+    wav = torch.cat([tone, torch.zeros(1, int(2.5 * sr)), tone], dim=-1)
+    kept = remove_silence(wav, sr, only_edge=True)
+    cut = remove_silence(wav, sr, only_edge=False)
+    assert kept.shape[-1] == wav.shape[-1]
+    # 2.5 s gap -> 1 s kept on each side of the speech = 2 s
+    assert cut.shape[-1] == wav.shape[-1] - sr // 2
+
+
+def test_edge_silence_trimmed_to_100ms() -> None:
+    sr = 24000
+    tone = 0.3 * torch.sin(2 * torch.pi * 220 * torch.arange(sr) / sr)[None]
+    wav = torch.cat([torch.zeros(1, sr // 2), tone, torch.zeros(1, sr // 2)], dim=-1)
+    out = remove_silence(wav, sr, only_edge=True)
+    assert out.shape[-1] == sr + 2 * (sr // 10)
+
+
+def test_stereo_prompt_features(reference_dir: Path) -> None:
+    wav, sr = read_audio(reference_dir / "audio" / "prompt_dialog_stereo.wav")
+    stereo = prepare_prompt(wav, sr, num_channels=2, remove_silences=False)
+    assert stereo.features.shape == (1, 240, 200)
+    mono = prepare_prompt(wav, sr, num_channels=1, remove_silences=False)
+    assert mono.features.shape == (1, 240, 100)
+    with pytest.raises(ValueError):
+        prepare_prompt(wav[:1], sr, num_channels=2)
+
+
+def test_resample_to_24k() -> None:
+    sr = 16000
+    wav = 0.3 * torch.sin(2 * torch.pi * 440 * torch.arange(sr) / sr)[None]
+    prepared = prepare_prompt(wav, sr, remove_silences=False)
+    assert prepared.wav.shape == (1, 24000)
+    assert prepared.features.shape == (1, (24000 + 128) // 256, 100)
