@@ -63,12 +63,12 @@ def frame_power(x: np.ndarray, sr: int, frame_s: float = _FRAME_S, hop_s: float 
     return np.asarray((c[ends] - c[starts]) / np.maximum(ends - starts, 1))
 
 
-def activity_threshold_db(frame_db: np.ndarray, *, below_max_db: float = 40.0, floor_db: float = -65.0) -> float:
-    """Frames above this level count as sound: 40 dB under the loudest, 6 dB over the noise floor."""
+def activity_threshold_db(frame_db: np.ndarray, *, below_max_db: float = 40.0, floor_db: float = -75.0) -> float:
+    """Frames above this level count as sound: ≥ 40 dB under the loudest, 4 dB over the noise floor."""
     if frame_db.size == 0:
         return floor_db
     noise = float(np.percentile(frame_db, 5))
-    return max(float(frame_db.max()) - below_max_db, noise + 6.0, floor_db)
+    return max(float(frame_db.max()) - below_max_db, noise + 4.0, floor_db)
 
 
 def trim_silence(x: np.ndarray, sr: int, *, pad_s: float = 0.15, threshold_db: float | None = None) -> tuple[int, int]:
