@@ -19,10 +19,10 @@ def test_identical_after_normalisation_is_zero() -> None:
 
 
 def test_counts_substitution_deletion_insertion() -> None:
-    c = error_counts("a b c d".split(), "a x c d e".split())
+    c = error_counts(["a", "b", "c", "d"], ["a", "x", "c", "d", "e"])
     assert (c.substitutions, c.deletions, c.insertions, c.reference_length) == (1, 0, 1, 4)
     assert c.rate == pytest.approx(0.5)
-    c = error_counts("a b c".split(), "a c".split())
+    c = error_counts(["a", "b", "c"], ["a", "c"])
     assert (c.substitutions, c.deletions, c.insertions) == (0, 1, 0)
 
 

