@@ -434,7 +434,7 @@ def tls_server(cert: tuple[Path, Path]) -> Iterator[_Server]:
     def _sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
         sni_seen.append(name)
 
-    ctx.sni_callback = _sni  # type: ignore[assignment]
+    ctx.sni_callback = _sni
     srv = _Server("127.0.0.1", ctx)
     srv.sni_seen = sni_seen  # type: ignore[attr-defined]
     yield from _serve(srv)

@@ -1,0 +1,285 @@
+"""FileVoiceStore: layout, validation, namespaces, atomicity and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import api.voices.store as store_mod
+from api.errors import ConflictError, InvalidRequestError, NotFoundError
+from api.voices.store import FileVoiceStore, is_voice_id, namespace_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tone(seconds: float = 0.5, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    x = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([x] * channels)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileVoiceStore:
+    return FileVoiceStore(tmp_path / "voices")
+
+
+def test_create_layout_and_roundtrip(store: FileVoiceStore) -> None:
+    audio = tone(channels=2)
+    meta = store.create("default", "Alice 1", audio, 16000, transcript="hello", transcript_source="given",
+                        quality={"snr_db": 30.0})
+    assert is_voice_id(meta.id)
+    vdir = store.root / "default" / meta.id
+    assert sorted(p.name for p in vdir.iterdir()) == ["audio.wav", "meta.json"]
+    on_disk = json.loads((vdir / "meta.json").read_text())
+    assert set(on_disk) >= {"id", "name", "created_at", "transcript", "transcript_source", "duration",
+                            "sample_rate", "channels", "quality", "owner"}
+    assert on_disk["owner"] == "default" and on_disk["channels"] == 2 and on_disk["duration"] == 0.5
+    samples, rate = store.load_audio(store.get("default", "Alice 1"))
+    assert rate == 16000 and samples.shape == audio.shape and samples.dtype == np.float32
+    assert np.max(np.abs(samples - audio)) < 1e-4
+    assert store.get("default", meta.id) == meta
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "a" * 65, ".", "..", "...", "a/b", "a\\b", "../x", "a\x00b", " lead", "trail ", "é", "a:b", "a\nb"],
+)
+def test_invalid_names_are_400(store: FileVoiceStore, name: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        store.create("default", name, tone(), 16000)
+    assert store.list("default") == []
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 64, "My voice_2.0-final", ".hidden", "x..y"])
+def test_valid_names(store: FileVoiceStore, name: str) -> None:
+    created = store.create("default", name, tone(), 16000)
+    assert store.get("default", name).id == created.id
+
+
+def test_duplicate_name_in_namespace_is_409(store: FileVoiceStore) -> None:
+    store.create("default", "bob", tone(), 16000)
+    with pytest.raises(ConflictError) as info:
+        store.create("default", "bob", tone(), 16000)
+    assert info.value.status_code == 409
+    store.create("other", "bob", tone(), 16000)  # another namespace may reuse it
+    assert len(store.list("default")) == 1
+
+
+def test_ids_are_unique_url_safe() -> None:
+    ids = {store_mod.new_voice_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(is_voice_id(i) and i.isascii() and "/" not in i and "+" not in i for i in ids)
+
+
+def test_namespaces_are_isolated_and_admin_sees_all(store: FileVoiceStore) -> None:
+    a, b = namespace_for("key-a"), namespace_for("key-b")
+    assert a != b and "key" not in a
+    va = store.create(a, "voice", tone(), 16000)
+    vb = store.create(b, "voice", tone(), 16000)
+    assert [m.id for m in store.list(a)] == [va.id]
+    assert store.find(a, vb.id) is None  # not by id
+    with pytest.raises(NotFoundError):
+        store.get(a, vb.id)
+    with pytest.raises(NotFoundError):
+        store.delete(a, vb.id)
+    assert store.get(b, vb.id) == vb
+    assert {m.id for m in store.list(a, admin=True)} == {va.id, vb.id}
+    assert store.get(a, vb.id, admin=True) == vb
+    assert store.get(a, "voice", admin=True) == va  # own namespace first
+    with pytest.raises(ConflictError):  # ambiguous across other namespaces
+        store.get(namespace_for("admin"), "voice", admin=True)
+
+
+def test_bad_namespace_rejected(store: FileVoiceStore) -> None:
+    for ns in ("../x", "", "A", "a/b", ".tmp"):
+        with pytest.raises(ValueError):
+            store.list(ns)
+
+
+def test_lookup_never_builds_paths_from_untrusted_keys(store: FileVoiceStore) -> None:
+    store.create("default", "v", tone(), 16000)
+    for key in ("../default", "..", "/etc/passwd", "voice_../../../../x", ""):
+        assert store.find("default", key) is None
+
+
+def test_delete_and_missing(store: FileVoiceStore) -> None:
+    meta = store.create("default", "gone", tone(), 16000)
+    assert store.delete("default", "gone") == meta
+    assert not (store.root / "default" / meta.id).exists()
+    with pytest.raises(NotFoundError):
+        store.get("default", meta.id)
+    with pytest.raises(NotFoundError):
+        store.delete("default", meta.id)
+    store.create("default", "gone", tone(), 16000)  # the name is free again
+
+
+def test_update_metadata(store: FileVoiceStore) -> None:
+    store.create("default", "x", tone(), 16000)
+    store.create("default", "y", tone(), 16000)
+    new = store.update("default", "x", transcript="hi there", transcript_source="whisper", quality={"q": 1})
+    assert store.get("default", "x") == new
+    assert new.transcript == "hi there" and new.quality == {"q": 1}
+    with pytest.raises(ConflictError):
+        store.update("default", "x", name="y")
+    assert store.update("default", "x", name="z").name == "z"
+    with pytest.raises(NotFoundError):
+        store.get("default", "x")
+
+
+# --- atomicity -------------------------------------------------------------------------------------
+
+
+def test_failure_mid_write_leaves_earlier_voices_and_no_partial(
+    store: FileVoiceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = [store.create("default", f"v{i}", tone(freq=200 + i), 16000) for i in range(3)]
+    real_write = store_mod._write_bytes
+    calls = {"n": 0}
+
+    def failing_write(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if path.name == "meta.json":  # audio already written: fail half-way through the metadata
+            with open(path, "xb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(store_mod, "_write_bytes", failing_write)
+    with pytest.raises(OSError):
+        store.create("default", "broken", tone(), 16000)
+    assert calls["n"] == 2
+    monkeypatch.setattr(store_mod, "_write_bytes", real_write)
+
+    assert store.find("default", "broken") is None
+    assert [m.id for m in store.list("default")] == [m.id for m in before]
+    assert sorted(p.name for p in (store.root / "default").iterdir()) == sorted(m.id for m in before)
+    for m in before:
+        samples, _ = store.load_audio(store.get("default", m.id))
+        assert samples.shape[1] == 8000
+    assert store.create("default", "broken", tone(), 16000).name == "broken"
+
+
+def test_failure_during_metadata_update_keeps_old_metadata(
+    store: FileVoiceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = store.create("default", "keep", tone(), 16000, transcript="old", transcript_source="given")
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(store_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        store.update("default", "keep", transcript="new")
+    monkeypatch.undo()
+    assert store.get("default", "keep") == meta
+    assert sorted(p.name for p in (store.root / "default" / meta.id).iterdir()) == ["audio.wav", "meta.json"]
+
+
+def test_stale_temp_dirs_are_invisible_and_swept(tmp_path: Path) -> None:
+    s = FileVoiceStore(tmp_path)
+    keep = s.create("default", "keep", tone(), 16000)
+    junk = tmp_path / "default" / ".tmp-voice_AAAAAAAAAAAAAAAA-dead"
+    junk.mkdir()
+    (junk / "audio.wav").write_bytes(b"partial")
+    assert [m.id for m in s.list("default")] == [keep.id]
+    FileVoiceStore(tmp_path)
+    assert not junk.exists()
+
+
+def test_concurrent_creates_same_name_one_wins(store: FileVoiceStore) -> None:
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            store.create("default", "race", tone(0.1), 16000)
+            outcome = "ok"
+        except ConflictError:
+            outcome = "conflict"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 7 + ["ok"]
+    assert len(store.list("default")) == 1
+
+
+def test_two_processes_share_a_root_without_duplicates(tmp_path: Path) -> None:
+    script = (
+        "import sys, numpy as np\n"
+        "from api.voices.store import FileVoiceStore\n"
+        "from api.errors import ConflictError\n"
+        "s = FileVoiceStore(sys.argv[1])\n"
+        "for i in range(15):\n"
+        "    try: s.create('default', f'n{i}', np.zeros((1, 800), np.float32) + 0.1, 16000)\n"
+        "    except ConflictError: pass\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO) for _ in range(2)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    names = [m.name for m in FileVoiceStore(tmp_path).list("default")]
+    assert sorted(names) == sorted(f"n{i}" for i in range(15))
+
+
+_KILL_SCRIPT = """
+import sys
+import numpy as np
+from api.voices.store import FileVoiceStore
+s = FileVoiceStore(sys.argv[1])
+rng = np.random.default_rng(int(sys.argv[2]))
+i = 0
+while True:
+    audio = (rng.standard_normal((1, 48000)) * 0.1).astype(np.float32)  # 3 s: writes take a while
+    m = s.create("default", f"s{sys.argv[2]}-{i}", audio, 16000, transcript=f"t{i}", transcript_source="given")
+    print(m.id, flush=True)
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_mid_registration_loses_nothing(tmp_path: Path, seed: int) -> None:
+    root = tmp_path / "voices"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(root), str(seed)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    done: list[str] = []
+    try:
+        while len(done) < 4 + seed:
+            line = proc.stdout.readline()
+            assert line, "registration subprocess died"
+            done.append(line.strip())
+        # kill while the next voice is being written (its temp dir exists), if we catch it
+        ns = root / "default"
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not any(p.name.startswith(".tmp-") for p in ns.iterdir()):
+            pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    s = FileVoiceStore(root)
+    listed = s.list("default")
+    listed_ids = [m.id for m in listed]
+    assert set(done) <= set(listed_ids)  # every acknowledged voice survived
+    assert len(listed_ids) - len(done) <= 1  # at most the in-flight one, and only if it completed
+    for meta in listed:  # everything visible is complete and loads
+        samples, rate = s.load_audio(meta)
+        assert rate == 16000 and samples.shape == (1, 48000)
+        assert meta.transcript is not None
+    assert not [p for p in (root / "default").iterdir() if p.name.startswith(".")]
