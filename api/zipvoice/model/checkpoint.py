@@ -7,8 +7,9 @@ The variant is inferred from the state-dict keys unless given.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,36 @@ def infer_variant(keys: set[str] | Mapping[str, Any]) -> str:
     return "zipvoice"
 
 
+@contextlib.contextmanager
+def _skip_weight_init() -> Iterator[None]:
+    """Make ``torch.nn.init`` fills no-ops while modules are built (weights are loaded after).
+
+    Cheaper than the ``meta`` device on CPU (whose first use imports the compiler stack), and
+    untouched ``torch.empty`` storage is not resident memory.
+    """
+    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_", "ones_", "constant_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+
+    def keep(tensor: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return tensor
+
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, keep)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
+
+
 def build_model(
-    variant: str, config: ModelConfig, tokens: Mapping[str, int], device: torch.device | str = "cpu"
+    variant: str,
+    config: ModelConfig,
+    tokens: Mapping[str, int],
+    device: torch.device | str = "cpu",
+    init_weights: bool = True,
 ) -> ZipVoice:
-    """Construct a model (uninitialised weights when ``device='meta'``)."""
+    """Construct a model; with ``init_weights=False`` weights are left uninitialised."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
     if "_" not in tokens:
@@ -88,7 +115,8 @@ def build_model(
         if missing:
             raise ValueError(f"dialog model needs {missing} in tokens.txt")
         kwargs.update(spk_a_id=tokens["[S1]"], spk_b_id=tokens["[S2]"])
-    with torch.device(device):
+    ctx = contextlib.nullcontext() if init_weights else _skip_weight_init()
+    with ctx, torch.device(device):
         return VARIANTS[variant](config, **kwargs)
 
 
@@ -127,7 +155,7 @@ def load_model(
     elif variant != detected:
         raise ValueError(f"checkpoint looks like {detected!r}, not {variant!r}")
 
-    model = build_model(variant, config, tokens, device="meta")
+    model = build_model(variant, config, tokens, init_weights=False)
     # assign=True adopts the loaded tensors instead of copying into freshly initialised ones.
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=dtype)
