@@ -147,3 +147,24 @@ def test_resample_to_24k() -> None:
     prepared = prepare_prompt(wav, sr, remove_silences=False)
     assert prepared.wav.shape == (1, 24000)
     assert prepared.features.shape == (1, (24000 + 128) // 256, 100)
+
+
+def test_read_audio_non_wav_via_pyav() -> None:
+    import io
+
+    import av
+
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal((2, 16000)) * 3000).astype(np.int16)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=16000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(pcm.T.reshape(1, -1).copy(), format="s16", layout="stereo")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    wav, sr = read_audio(buf.getvalue())
+    assert sr == 16000
+    np.testing.assert_array_equal(wav.numpy(), pcm.astype(np.float32) / 32768)

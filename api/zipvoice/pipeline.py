@@ -1,0 +1,256 @@
+"""ZipVoice sentence generation (upstream ``generate_sentence``), model-agnostic.
+
+Flow for one text: prepare the prompt (silence removal, +200 ms trailing silence, RMS
+normalisation, log-mel x feat_scale); add final punctuation to both texts; tokenize;
+split the text's tokens at punctuation into chunks that keep prompt + chunk around
+25 s; group chunks into batches by estimated duration; ``model.sample`` per batch;
+vocode each item; restore the volume; cross-fade the chunks in text order; trim edge
+silence (and optionally long internal silences).
+
+The model, tokenizer and vocoder are duck-typed (see the Protocols below).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from api.zipvoice.audio_prep import (
+    FEAT_SCALE,
+    SAMPLING_RATE,
+    TARGET_RMS,
+    PreparedPrompt,
+    Vocoder,
+    cross_fade_concat,
+    finalize_wav,
+    prepare_prompt,
+    read_audio,
+    synthesize_features_to_wav,
+)
+from api.zipvoice.features import VocosFbank
+
+PUNCTUATION = frozenset({";", ":", ",", ".", "!", "?", "；", "：", "，", "。", "！", "？"})
+CHUNK_TARGET_S = 25.0
+CROSS_FADE_S = 0.1
+
+
+class Tokenizer(Protocol):
+    """Upstream tokenizer surface used by generation."""
+
+    def texts_to_tokens(self, texts: list[str]) -> list[list[str]]: ...
+
+    def tokens_to_token_ids(self, tokens_list: list[list[str]]) -> list[list[int]]: ...
+
+
+class SpeechModel(Protocol):
+    """``model.sample`` returning ``(pred_features, pred_lens, ...)``."""
+
+    def sample(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def add_punctuation(text: str) -> str:
+    """Strip and end the text with '.' unless it already ends in punctuation."""
+    text = text.strip()
+    if not text or text[-1] not in PUNCTUATION:
+        text += "."
+    return text
+
+
+def chunk_tokens_punctuation(tokens: Sequence[str], max_tokens: int = 100) -> list[list[str]]:
+    """Cut after each punctuation token (leading punctuation/spaces stick to the previous
+    sentence), then greedily merge sentences into chunks of at most ``max_tokens``."""
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    for tok in tokens:
+        if not current and sentences and (tok in PUNCTUATION or tok == " "):
+            sentences[-1].append(tok)
+            continue
+        current.append(tok)
+        if tok in PUNCTUATION:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    for sentence in sentences:
+        if len(chunk) + len(sentence) <= max_tokens:
+            chunk.extend(sentence)
+        else:
+            if chunk:
+                chunks.append(chunk)
+            chunk = sentence
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def batchify_tokens(
+    tokens_list: Sequence[Sequence[int]],
+    max_duration: float,
+    prompt_duration: float,
+    token_duration: float,
+) -> tuple[list[list[list[int]]], list[int]]:
+    """Sort sequences by length and pack them into batches under ``max_duration`` seconds.
+
+    Returns the batches and, for each sorted position, the original index.
+    """
+    order = sorted(range(len(tokens_list)), key=lambda i: len(tokens_list[i]))
+    batches: list[list[list[int]]] = []
+    batch: list[list[int]] = []
+    batch_tokens = 0
+    for i in order:
+        toks = list(tokens_list[i])
+        cost = (batch_tokens + len(toks)) * token_duration + len(batch) * prompt_duration
+        if cost <= max_duration:
+            batch.append(toks)
+            batch_tokens += len(toks)
+        else:
+            if batch:
+                batches.append(batch)
+            batch = [toks]
+            batch_tokens = len(toks)
+    if batch:
+        batches.append(batch)
+    return batches, order
+
+
+@dataclass
+class GenerationResult:
+    """Output of :meth:`ZipVoicePipeline.generate`."""
+
+    wav: Tensor  # (C, T) float32 at 24 kHz
+    sampling_rate: int
+    num_chunks: int
+    prompt: PreparedPrompt
+
+
+class ZipVoicePipeline:
+    """Text + voice prompt -> 24 kHz audio, as upstream ``generate_sentence``."""
+
+    def __init__(
+        self,
+        model: SpeechModel,
+        tokenizer: Tokenizer,
+        vocoder: Vocoder,
+        *,
+        num_channels: int = 1,
+        device: str | torch.device = "cpu",
+        target_rms: float = TARGET_RMS,
+        feat_scale: float = FEAT_SCALE,
+        max_duration: float = 100.0,
+    ) -> None:
+        if num_channels != 1:
+            raise ValueError("only single-channel (mono) models are supported by this pipeline")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocoder = vocoder
+        self.num_channels = num_channels
+        self.device = torch.device(device)
+        self.target_rms = target_rms
+        self.feat_scale = feat_scale
+        self.max_duration = max_duration
+        self.extractor = VocosFbank(num_channels=num_channels)
+        self._sample_params = set(inspect.signature(model.sample).parameters)
+
+    def prepare_prompt(
+        self, wav: Tensor | str | Path | bytes, sampling_rate: int | None = None
+    ) -> PreparedPrompt:
+        """Decode (if needed) and prepare a prompt; the result can be reused across texts."""
+        if isinstance(wav, Tensor):
+            if sampling_rate is None:
+                raise ValueError("sampling_rate is required for a tensor prompt")
+            audio, rate = wav, sampling_rate
+        else:
+            audio, rate = read_audio(wav)
+        return prepare_prompt(
+            audio,
+            rate,
+            num_channels=self.num_channels,
+            target_rms=self.target_rms,
+            feat_scale=self.feat_scale,
+            extractor=self.extractor,
+        )
+
+    def _sample(self, kwargs: dict[str, Any], generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        if generator is not None and "generator" in self._sample_params:
+            kwargs["generator"] = generator
+        out = self.model.sample(**kwargs)
+        return out[0], out[1]
+
+    def generate(
+        self,
+        text: str,
+        prompt_text: str,
+        prompt: PreparedPrompt | Tensor | str | Path | bytes,
+        prompt_sampling_rate: int | None = None,
+        *,
+        num_step: int = 16,
+        guidance_scale: float = 1.0,
+        speed: float = 1.0,
+        t_shift: float = 0.5,
+        seed: int | None = None,
+        remove_long_sil: bool = False,
+    ) -> GenerationResult:
+        """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise."""
+        if not isinstance(prompt, PreparedPrompt):
+            prompt = self.prepare_prompt(prompt, prompt_sampling_rate)
+        prompt_features = prompt.features.to(self.device)
+        prompt_duration = prompt.duration
+
+        text = add_punctuation(text)
+        prompt_text = add_punctuation(prompt_text)
+        tokens_str = self.tokenizer.texts_to_tokens([text])[0]
+        prompt_tokens_str = self.tokenizer.texts_to_tokens([prompt_text])[0]
+        if not prompt_tokens_str:
+            raise ValueError("the prompt transcript produced no tokens")
+
+        token_duration = prompt_duration / (len(prompt_tokens_str) * speed)
+        max_tokens = int((CHUNK_TARGET_S - prompt_duration) / token_duration)
+        chunks = chunk_tokens_punctuation(tokens_str, max_tokens=max_tokens)
+        chunk_ids = self.tokenizer.tokens_to_token_ids(chunks)
+        prompt_ids = self.tokenizer.tokens_to_token_ids([prompt_tokens_str])
+        batches, order = batchify_tokens(chunk_ids, self.max_duration, prompt_duration, token_duration)
+
+        generator: torch.Generator | None = None
+        if seed is not None:
+            if "generator" in self._sample_params:
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+            else:
+                torch.manual_seed(seed)
+
+        wavs: list[Tensor] = []
+        for batch in batches:
+            n = len(batch)
+            pred, pred_lens = self._sample(
+                {
+                    "tokens": batch,
+                    "prompt_tokens": prompt_ids * n,
+                    "prompt_features": prompt_features.repeat(n, 1, 1),
+                    "prompt_features_lens": torch.full((n,), prompt_features.shape[1], device=self.device),
+                    "speed": speed,
+                    "t_shift": t_shift,
+                    "duration": "predict",
+                    "num_step": num_step,
+                    "guidance_scale": guidance_scale,
+                },
+                generator,
+            )
+            wavs.extend(
+                w.cpu()
+                for w in synthesize_features_to_wav(
+                    self.vocoder, pred, pred_lens, prompt.rms, self.target_rms, self.feat_scale
+                )
+            )
+
+        ordered = [w for _, w in sorted(zip(order, wavs, strict=True), key=lambda p: p[0])]
+        wav = cross_fade_concat(ordered, fade_s=CROSS_FADE_S, sampling_rate=SAMPLING_RATE)
+        wav = finalize_wav(wav, remove_long_sil=remove_long_sil)
+        return GenerationResult(wav=wav, sampling_rate=SAMPLING_RATE, num_chunks=len(chunks), prompt=prompt)
