@@ -160,7 +160,7 @@ def _decode_stream(container: Any, max_seconds: float, max_bytes: int | None) ->
     rate = 0
     channels = 0
     total = 0
-    limit_samples = 0
+    limit_samples = 0.0
     errors = 0
 
     packets = container.demux(stream)
@@ -193,7 +193,7 @@ def _decode_stream(container: Any, max_seconds: float, max_bytes: int | None) ->
                 if not 1 <= frame_channels <= MAX_CHANNELS:
                     raise _unsupported(f"The audio has an unsupported channel count (max {MAX_CHANNELS}).")
                 rate, channels = frame_rate, frame_channels
-                limit_samples = int(max_seconds * rate)
+                limit_samples = max_seconds * rate
             elif frame_channels != channels:
                 raise _unsupported("The audio changes its channel count midway; this is not supported.")
             x = _frame_to_float(frame, frame_channels)

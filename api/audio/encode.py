@@ -219,7 +219,10 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 
 
 def wav_header(sample_rate: int, channels: int, data_bytes: int | None) -> bytes:
-    """A 44-byte 16-bit PCM WAVE header; ``data_bytes=None`` writes 0xFFFFFFFF sizes (streaming)."""
+    """A 44-byte 16-bit PCM WAVE header; ``data_bytes=None`` writes 0xFFFFFFFF sizes (streaming).
+
+    Plain ``WAVE_FORMAT_PCM`` even above two channels (no speaker mask); FFmpeg and browsers read it.
+    """
     block = channels * 2
     if data_bytes is None or data_bytes + 36 > _UNKNOWN_SIZE:
         riff_size = data_size = _UNKNOWN_SIZE
