@@ -32,7 +32,9 @@ def default_tokens(variant: str) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="zipvoice")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--tokens", type=Path, default=None, help="tokens.txt to copy")

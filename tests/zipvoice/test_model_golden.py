@@ -123,7 +123,9 @@ def test_stereo_mono_stream(reference_dir: Path, models: dict[str, ZipVoice]) ->
 
 
 @pytest.mark.parametrize("case", ["zipvoice_batch2", "zipvoice_distill"])
-def test_seeded_generator_reproduces_noise(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
+def test_seeded_generator_reproduces_noise(
+    case: str, reference_dir: Path, models: dict[str, ZipVoice]
+) -> None:
     """Without an injected x0, one randn(B, T, F) draw from the seeded generator is the noise."""
     cases = json.loads((reference_dir / "golden" / "cases.json").read_text(encoding="utf-8"))
     seed = int(cases["sample_cases"][case]["seed"])

@@ -53,7 +53,7 @@ def read_state_dict(path: Path, mmap: bool = True) -> dict[str, Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, Mapping):
             raise ValueError(f"{path}: expected a dict checkpoint, got {type(loaded).__name__}")
-        state = loaded["model"] if "model" in loaded else loaded
+        state = loaded.get("model", loaded)
         if not isinstance(state, Mapping):
             raise ValueError(f"{path}: checkpoint['model'] is not a state dict")
     out: dict[str, Tensor] = {}

@@ -28,7 +28,9 @@ class TextConditionModel(nn.Module):
         self.model = model
         self.pad_id = model.pad_id
 
-    def forward(self, tokens: Tensor, prompt_tokens: Tensor, prompt_features_len: Tensor, speed: Tensor) -> Tensor:
+    def forward(
+        self, tokens: Tensor, prompt_tokens: Tensor, prompt_features_len: Tensor, speed: Tensor
+    ) -> Tensor:
         cat_tokens = torch.cat([prompt_tokens, tokens], dim=1)
         cat_tokens = nn.functional.pad(cat_tokens, (0, 1), value=self.pad_id)
         num_tokens = cat_tokens.shape[1] - 1
@@ -38,7 +40,7 @@ class TextConditionModel(nn.Module):
             torch.int64
         )
         token_dur = torch.div(features_len, num_tokens, rounding_mode="floor")
-        frame = torch.arange(features_len.reshape(()), device=embed.device)
+        frame = torch.arange(features_len.reshape(()), device=embed.device)  # type: ignore[call-overload]
         index = torch.minimum(frame // token_dur.clamp(min=1), torch.full_like(frame, num_tokens))
         index = torch.where(token_dur > 0, index, torch.full_like(frame, num_tokens))
         return embed[:, index]

@@ -73,7 +73,7 @@ def _rel_to_abs(pos_scores: Tensor) -> Tensor:
 
     Output ``[.., i, j]`` = input ``[.., i, T - 1 - i + j]``.
     """
-    batch, heads, seq_len, n = pos_scores.shape
+    batch, heads, seq_len, _ = pos_scores.shape
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         rows = torch.arange(seq_len - 1, -1, -1, device=pos_scores.device).unsqueeze(-1)
         index = (rows + torch.arange(seq_len, device=pos_scores.device)).expand(batch, heads, -1, -1)

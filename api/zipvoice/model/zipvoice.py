@@ -10,7 +10,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from api.zipvoice.model.sampler import StepCallback, StepFn, distill_step, euler_sample, get_timesteps, guided_step
+from api.zipvoice.model.sampler import (
+    StepCallback,
+    StepFn,
+    distill_step,
+    euler_sample,
+    get_timesteps,
+    guided_step,
+)
 from api.zipvoice.model.zipformer import TTSZipformer, TTSZipformerTwoStream
 
 
@@ -29,12 +36,12 @@ class ModelConfig:
     text_encoder_cnn_module_kernel: int = 9
     text_encoder_num_heads: int = 4
     text_encoder_dim: int = 192
-    time_embed_dim: int = 192
-    text_embed_dim: int = 192
     query_head_dim: int = 32
     value_head_dim: int = 12
     pos_head_dim: int = 4
     pos_dim: int = 48
+    time_embed_dim: int = 192
+    text_embed_dim: int = 192
     feat_dim: int = 100
 
     @classmethod
@@ -44,7 +51,7 @@ class ModelConfig:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +108,7 @@ class ZipVoice(nn.Module):
         )
         self.fm_decoder: TTSZipformer = self._build_decoder()
 
-    def _head_kwargs(self) -> dict[str, int]:
+    def _head_kwargs(self) -> dict[str, Any]:
         cfg = self.config
         return {
             "query_head_dim": cfg.query_head_dim,
@@ -233,7 +240,9 @@ class ZipVoice(nn.Module):
         guidance_scale: float | Tensor,
     ) -> StepFn:
         """The guided velocity function used by the Euler sampler."""
-        return guided_step(self.forward_fm_decoder, text_condition, speech_condition, padding_mask, guidance_scale)
+        return guided_step(
+            self.forward_fm_decoder, text_condition, speech_condition, padding_mask, guidance_scale
+        )
 
     # ----- sampling --------------------------------------------------------------------------
 
@@ -383,7 +392,9 @@ class ZipVoiceDistill(ZipVoice):
         guidance_scale: float | Tensor,
     ) -> StepFn:
         """Single decoder call per step, guidance scale passed to the decoder."""
-        return distill_step(self.forward_fm_decoder, text_condition, speech_condition, padding_mask, guidance_scale)
+        return distill_step(
+            self.forward_fm_decoder, text_condition, speech_condition, padding_mask, guidance_scale
+        )
 
 
 class ZipVoiceDialog(ZipVoice):
