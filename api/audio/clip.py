@@ -108,7 +108,11 @@ def _best_in(sdb: np.ndarray, lo_s: float, hi_s: float) -> tuple[float, float] |
 def find_pause(x: np.ndarray, sr: int, limit_s: float, search_s: float | None = None) -> float:
     """Time (s) of the quietest moment in ``[limit - search, limit]`` (prefers later on ties)."""
     search = search_s if search_s is not None else min(5.0, limit_s / 2)
-    found = _best_in(_smoothed_db(x, sr), max(0.0, limit_s - search), limit_s)
+    return _pause_time(_smoothed_db(x, sr), limit_s, search)
+
+
+def _pause_time(sdb: np.ndarray, limit_s: float, search: float) -> float:
+    found = _best_in(sdb, max(0.0, limit_s - search), limit_s)
     return found[0] if found else limit_s
 
 
@@ -120,6 +124,7 @@ class CutPlan:
     method: CutMethod
     kept_units: int | None  # None: no timestamps, transcript cannot be cut
     aligned: bool
+    at_pause: bool = True  # the level at the cut is below the speech-activity threshold
 
 
 def _units(segments: Sequence[Segment]) -> tuple[list[Word], bool]:
@@ -140,6 +145,15 @@ def plan_cut(
     """Choose a cut ≤ ``max_seconds``: a quiet boundary between Whisper units when given, else a pause."""
     search = search_s if search_s is not None else min(5.0, max_seconds / 2)
     sdb = _smoothed_db(x, sr)
+    silence_db = activity_threshold_db(db(frame_power(x, sr)))
+    plan = _plan_cut(x, sr, sdb, max_seconds, search, segments)
+    i = min(max(0, round(plan.cut_s / _HOP_S)), sdb.size - 1)
+    return replace(plan, at_pause=bool(sdb[i] <= silence_db)) if sdb.size else plan
+
+
+def _plan_cut(
+    x: np.ndarray, sr: int, sdb: np.ndarray, max_seconds: float, search: float, segments: Sequence[Segment] | None
+) -> CutPlan:
     if segments:
         units, are_words = _units(segments)
         slack = 0.2 if are_words else 0.4
@@ -159,10 +173,25 @@ def plan_cut(
             chosen = max(candidates, key=lambda c: c[0])
         if chosen is not None:
             return CutPlan(chosen[0], "word" if are_words else "segment", chosen[2], True)
-        cut = find_pause(x, sr, max_seconds, search)
+        cut = _pause_time(sdb, max_seconds, search)
         kept = sum(1 for u in units if (u.start + u.end) / 2 < cut)
         return CutPlan(cut, "pause", kept, False)
-    return CutPlan(find_pause(x, sr, max_seconds, search), "pause", None, False)
+    return CutPlan(_pause_time(sdb, max_seconds, search), "pause", None, False)
+
+
+def uncovered_speech_s(x: np.ndarray, sr: int, segments: Sequence[Segment], slack_s: float = 0.3) -> float:
+    """Seconds of active audio outside every Whisper unit (± ``slack_s``): speech Whisper missed."""
+    fp = frame_power(x, sr)
+    if fp.size == 0:
+        return 0.0
+    fdb = db(fp)
+    active = fdb > activity_threshold_db(fdb)
+    covered = np.zeros_like(active)
+    units, _ = _units(segments)
+    for u in units:
+        lo, hi = max(0, int((u.start - slack_s) / _HOP_S)), int(np.ceil((u.end + slack_s) / _HOP_S))
+        covered[lo : hi + 1] = True
+    return float(np.sum(active & ~covered)) * _HOP_S
 
 
 def _shift(segments: Sequence[Segment], offset: float) -> tuple[Segment, ...]:
@@ -267,7 +296,8 @@ class PreparedClip:
     samples: np.ndarray  # float32 (1, n)
     sample_rate: int
     transcript: str | None
-    #: False when the audio was cut but the transcript could not be cut with it (re-transcribe)
+    #: False when the transcript may not match the kept audio (cut without timestamps, or
+    #: Whisper's timestamps miss speech): re-transcribe the kept audio
     transcript_aligned: bool
     segments: tuple[Segment, ...]  # kept Whisper segments, times relative to the kept audio
     original_duration: float
@@ -277,6 +307,7 @@ class PreparedClip:
     cut_method: CutMethod
     loudness: Loudness
     normalized: bool
+    cut_at_pause: bool = True  # the cut fell where the level is below the speech threshold
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -312,13 +343,14 @@ def prepare_reference(
     x = x[start:end]
     offset = start / sr
     segs = _shift(segments, offset) if segments else ()
+    all_segs = segs
     text = transcript if transcript is not None else (" ".join(s.text for s in segs).strip() if segs else None)
     aligned = True
-    cut = False
+    cut, at_pause = False, True
     method: CutMethod = "none"
     if x.size / sr > max_seconds:
         plan = plan_cut(x, sr, max_seconds, segs or None)
-        cut, method = True, plan.method
+        cut, method, at_pause = True, plan.method, plan.at_pause
         x = x[: round(plan.cut_s * sr)]
         _, tail = trim_silence(x, sr)
         if tail > 0:
@@ -338,6 +370,11 @@ def prepare_reference(
             segs = kept_segs
             if not plan.aligned:
                 notes.append("no pause between transcript units before the limit: cut is approximate")
+            elif not plan.at_pause:
+                notes.append("cut between Whisper units where there is no pause: check the transcript")
+    if segments and (cut or transcript is None) and uncovered_speech_s(x, sr, all_segs) > 0.5:
+        aligned = False
+        notes.append("Whisper's timestamps miss some speech: transcript may be incomplete, re-transcribe")
     loud = measure_loudness(x, sr)
     normalized = False
     if normalize and x.size and abs(loud.gain_db) > 0.5:
@@ -357,5 +394,6 @@ def prepare_reference(
         cut_method=method,
         loudness=loud,
         normalized=normalized,
+        cut_at_pause=at_pause,
         notes=notes,
     )

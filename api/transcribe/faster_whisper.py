@@ -229,7 +229,7 @@ class FasterWhisperTranscriber:
         num_workers: int = 1,
         beam_size: int = 5,
         vad_min_seconds: float = 30.0,
-        word_timestamps: bool = False,
+        word_timestamps: bool = True,
     ) -> None:
         if cache_dir is None:
             from api.settings import _default_cache_dir
