@@ -6,36 +6,68 @@ voice), so every call into it goes through one process-wide lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
 from .errors import TokenizerError
 
+logger = logging.getLogger(__name__)
+
 _ESPEAK_LOCK = threading.Lock()
 _TONES = frozenset("12345")
 
 
-def espeak_phonemes(text: str, voice: str) -> list[str]:
-    """espeak-ng phonemes of ``text`` (all sentences concatenated), one code point per token.
-
-    Raises :class:`TokenizerError` when piper-phonemize is missing or ``voice`` is unknown.
-    """
+def _phonemizer() -> Any:
     try:
         from piper_phonemize import phonemize_espeak
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise TokenizerError(
             "piper-phonemize is required for ZipVoice tokenization (install the 'zipvoice' extra)"
         ) from exc
+    return phonemize_espeak
+
+
+def espeak_batch(texts: Sequence[str], voice: str) -> list[list[str] | None]:
+    """espeak-ng phonemes of each text (sentences concatenated, one code point per token).
+
+    The calls run back to back under the process-wide lock, between two empty calls: espeak-ng
+    can carry state from one call into the next (a text ending in ``word..`` makes the next call
+    start with "dot"); an empty call absorbs it, so results never depend on what was phonemized
+    before (by us or anyone else in the process). ``None`` marks a text that espeak-ng failed on. Raises
+    :class:`TokenizerError` when piper-phonemize is missing or ``voice`` is unknown.
+    """
+    phonemize = _phonemizer()
+    out: list[list[str] | None] = []
+    if not texts:
+        return out
     with _ESPEAK_LOCK:
+        _flush(phonemize, voice)
         try:
-            sentences = phonemize_espeak(text, voice)
-        except RuntimeError as exc:
-            if "voice" in str(exc).lower():
-                raise TokenizerError(f"espeak-ng voice {voice!r} is not available: {exc}") from exc
-            raise
-    return list(chain.from_iterable(sentences))
+            for text in texts:
+                try:
+                    out.append(list(chain.from_iterable(phonemize(text, voice))))
+                except RuntimeError as exc:
+                    if "voice" in str(exc).lower():
+                        raise TokenizerError(f"espeak-ng voice {voice!r} is not available: {exc}") from exc
+                    logger.warning("espeak-ng failed (%s) on %.80r", exc, text)
+                    out.append(None)
+        finally:
+            _flush(phonemize, voice)
+    return out
+
+
+def _flush(phonemize: Any, voice: str) -> None:
+    with contextlib.suppress(RuntimeError):
+        phonemize("", voice)
+
+
+def espeak_phonemes(text: str, voice: str) -> list[str]:
+    """espeak-ng phonemes of one text (see :func:`espeak_batch`); ``[]`` if espeak-ng fails."""
+    return espeak_batch([text], voice)[0] or []
 
 
 def is_tone3_syllable(text: str) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 
 from .errors import TokenizerError
-from .g2p import PinyinG2P, espeak_phonemes, is_tone3_syllable
+from .g2p import PinyinG2P, espeak_batch, espeak_phonemes, is_tone3_syllable
 from .normalize import (
     ChineseNormalizer,
     EnglishNormalizer,
@@ -156,36 +157,43 @@ class EmiliaTokenizer(Tokenizer):
 
     def text_to_tokens(self, text: str) -> list[str]:
         """Tokens of one text: segment by language and tokenize each segment."""
-        tokens: list[str] = []
+        parts: list[list[str]] = []
+        english: list[tuple[int, str]] = []  # (index in parts, normalised text) for espeak
         for segment, lang in split_segments(self.preprocess(text)):
             if lang == "tag":
-                tokens.append(segment)
+                parts.append([segment])
             elif lang == "pinyin":
-                tokens.extend(self._pinyin_tag_tokens(segment))
+                parts.append(self._pinyin_tag_tokens(segment))
             elif lang == "zh":
-                tokens.extend(self._guarded(self._chinese_tokens, segment, "Chinese"))
+                parts.append(self._chinese_tokens(segment))
             elif lang == "en":
-                tokens.extend(self._guarded(self._english_tokens, segment, "English"))
+                normalised = self._normalise_english(segment)
+                if normalised is not None:
+                    english.append((len(parts), normalised))
+                parts.append([])
             else:
                 logger.debug("skipping segment with no English or Chinese letters: %r", segment)
-        return tokens
+        if english:
+            phonemes = espeak_batch([t for _, t in english], "en-us")
+            for (index, _), tokens in zip(english, phonemes, strict=True):
+                parts[index] = tokens or []
+        return list(chain.from_iterable(parts))
 
-    @staticmethod
-    def _guarded(fn: Callable[[str], list[str]], segment: str, what: str) -> list[str]:
+    def _normalise_english(self, segment: str) -> str | None:
         try:
-            return fn(segment)
-        except TokenizerError:
-            raise
+            return self._english_normalizer().normalize(segment)
         except Exception as exc:
-            logger.warning("tokenization of %s text failed, segment skipped (%s): %.80r", what, exc, segment)
-            return []
-
-    def _english_tokens(self, segment: str) -> list[str]:
-        return espeak_phonemes(self._english_normalizer().normalize(segment), "en-us")
+            # Upstream drops the whole segment when normalisation fails (e.g. huge numbers).
+            logger.warning("English normalisation failed, segment skipped (%s): %.80r", exc, segment)
+            return None
 
     def _chinese_tokens(self, segment: str) -> list[str]:
         chinese, pinyin = self._chinese_frontend()
-        return pinyin.tokens(chinese.normalize(segment))
+        try:
+            return pinyin.tokens(chinese.normalize(segment))
+        except Exception as exc:
+            logger.warning("Chinese tokenization failed, segment skipped (%s): %.80r", exc, segment)
+            return []
 
     def _pinyin_tag_tokens(self, segment: str) -> list[str]:
         syllable = segment.lstrip("<").rstrip(">")
@@ -193,7 +201,11 @@ class EmiliaTokenizer(Tokenizer):
             logger.warning("<...> must hold one TONE3 pinyin syllable such as <le5>; skipped %r", segment)
             return []
         _, pinyin = self._chinese_frontend()
-        return pinyin.syllable_tokens(syllable)
+        try:
+            return pinyin.syllable_tokens(syllable)
+        except Exception as exc:
+            logger.warning("pinyin tag failed, skipped (%s): %r", exc, segment)
+            return []
 
 
 class DialogTokenizer(EmiliaTokenizer):
