@@ -205,10 +205,20 @@
     if (model && String(model.backend).startsWith("zipvoice_dialog")) {
       parts.push("Dialog: mark speaker turns with [S1] and [S2] in the text.");
     }
-    if (unavailable.length) {
-      parts.push("Unavailable: " + unavailable.map((m) => `${m.id} (${m.unavailable_reason || "unavailable"})`).join("; "));
-    }
     hint.textContent = parts.join(" ");
+    const box = $("model-unavailable");
+    const list = $("model-unavailable-list");
+    list.replaceChildren();
+    for (const m of unavailable) {
+      const li = document.createElement("li");
+      const strong = document.createElement("strong");
+      strong.textContent = m.id;
+      li.append(strong, `: ${m.unavailable_reason || "unavailable"}`);
+      list.append(li);
+    }
+    box.querySelector("summary").textContent =
+      `${unavailable.length} model${unavailable.length === 1 ? "" : "s"} unavailable: why?`;
+    box.hidden = unavailable.length === 0;
     for (const el of document.querySelectorAll("[data-clone]")) el.hidden = !cloning;
     $("voice-source-field").hidden = !cloning;
     if (!cloning) $("voice-source").value = "list";
