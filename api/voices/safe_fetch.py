@@ -341,6 +341,8 @@ class SafeFetcher:
             raw = await _in_daemon_thread(self.resolver, host, port)
         except OSError:
             raise _unreachable("The voice URL's host could not be resolved.") from None
+        if not raw:
+            raise _unreachable("The voice URL's host could not be resolved.")
         out: list[IPAddress] = []
         for text in raw:
             try:

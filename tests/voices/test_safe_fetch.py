@@ -398,6 +398,8 @@ def test_unreachable_and_unresolvable_are_400_without_details() -> None:
     with pytest.raises(InvalidRequestError) as info:
         fetcher(StubResolver({})).fetch("http://nxdomain.test/ok")
     assert "resolved" in info.value.message
+    with pytest.raises(InvalidRequestError, match="resolved"):
+        fetcher(StubResolver({"empty.test": []})).fetch("http://empty.test/ok")
 
 
 def test_http_error_status_is_400(server: _Server) -> None:
