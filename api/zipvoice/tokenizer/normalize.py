@@ -8,6 +8,7 @@ with ``cn2an``. Every pattern here is written so that matching stays linear in t
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
@@ -120,6 +121,9 @@ class EnglishNormalizer:
     def __init__(self) -> None:
         self._engine: Any = None
         self._lock = threading.RLock()
+        # inflect is slow (~0.2 ms a call); inputs full of numbers repeat the same few.
+        self._words = functools.lru_cache(maxsize=4096)(self._number_to_words)
+        self._ordinal = functools.lru_cache(maxsize=1024)(self._ordinal_of)
 
     def _inflect(self) -> Any:
         if self._engine is None:
@@ -127,6 +131,16 @@ class EnglishNormalizer:
 
             self._engine = inflect.engine()
         return self._engine
+
+    def _number_to_words(
+        self, num: int | str, andword: str = "and", zero: str = "zero", group: int = 0
+    ) -> str:
+        result: str = self._inflect().number_to_words(num, andword=andword, zero=zero, group=group)
+        return result
+
+    def _ordinal_of(self, words: str) -> str:
+        result: str = self._inflect().ordinal(words)
+        return result
 
     def normalize(self, text: str) -> str:
         """Expand abbreviations, then numbers. May raise ``ValueError`` on unreadable numbers."""
@@ -152,7 +166,7 @@ class EnglishNormalizer:
         text = _FRACTION_RE.sub(self._fraction, text)
         text = _DECIMAL_RE.sub(lambda m: f"{m.group(1)} point {m.group(2)}", text)
         text = _PERCENT_RE.sub(lambda m: f"{m.group(1)} percent ", text)
-        text = _ORDINAL_RE.sub(lambda m: f" {self._inflect().number_to_words(m.group(0))} ", text)
+        text = _ORDINAL_RE.sub(lambda m: f" {self._words(m.group(0))} ", text)
         return _CARDINAL_RE.sub(lambda m: self._cardinal(int(m.group(0))), text)
 
     @staticmethod
@@ -193,17 +207,17 @@ class EnglishNormalizer:
 
     def _fraction(self, m: re.Match[str]) -> str:
         top, bottom = int(m.group(1)), int(m.group(2))
-        words = self._inflect().number_to_words
+        words = self._words
         if top == 1 and bottom in (2, 4):
             return " one half " if bottom == 2 else " one quarter "
         if bottom == 2:
             return f" {words(top)} halves "
         if bottom == 4:
             return f" {words(top)} quarters "
-        return f" {words(top)} {self._inflect().ordinal(words(bottom))} "
+        return f" {words(top)} {self._ordinal(words(bottom))} "
 
     def _cardinal(self, num: int) -> str:
-        words = self._inflect().number_to_words
+        words = self._words
         if 1000 < num < 3000:
             # Read like a year: "nineteen eighty-four", "two thousand five", "twenty hundred".
             if num == 2000:
