@@ -17,11 +17,15 @@ from api.engines.registry import EngineRegistry
 from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
-from api.routes import models, ops, speech
+from api.routes import models, ops, speech, voices
 from api.routes.web import mount_web
 from api.settings import Settings
 from api.synthesis.limiter import SynthesisLimiter
+from api.synthesis.reference import ReferencePrep
 from api.synthesis.service import SpeechService
+from api.transcribe.base import Transcriber
+from api.voices.sources import VoiceResolver
+from api.voices.store import FileVoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +63,30 @@ def _warm(app: FastAPI) -> None:
     state.ready.set()
 
 
-def _build_voices(app: FastAPI, settings: Settings) -> None:
-    from api.voices.sources import VoiceResolver
-    from api.voices.store import FileVoiceStore
+def _build_transcriber(settings: Settings) -> Transcriber | None:
+    """The app's Whisper transcriber (lazy: the model loads on first use), or None if not installed."""
+    from api.transcribe.base import backend_installed, create_transcriber
+    from api.transcribe.cache import CachedTranscriber
 
-    app.state.voice_store = FileVoiceStore(settings.voices_dir)
-    app.state.voice_resolver = VoiceResolver(settings, app.state.voice_store)
+    if not backend_installed(settings.whisper_engine):
+        log.warning("%s is not installed: reference clips need a transcript", settings.whisper_engine)
+        return None
+    inner = create_transcriber(
+        settings.whisper_engine,
+        model=settings.whisper_model,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        cpu_threads=settings.num_threads,
+    )
+    return CachedTranscriber(inner)
+
+
+def _build_voices(app: FastAPI, settings: Settings) -> None:
+    state = app.state
+    state.voice_store = FileVoiceStore(settings.voices_dir)
+    state.voice_resolver = VoiceResolver(settings, state.voice_store)
+    state.transcriber = _build_transcriber(settings)
+    state.reference = ReferencePrep(settings, state.transcriber)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.ready_detail = "loading"
     state.draining = False
     _build_voices(app, settings)
-    state.speech = SpeechService(settings, state.engines, state.voice_resolver)
+    state.speech = SpeechService(settings, state.engines, state.voice_resolver, state.reference)
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -111,5 +133,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(speech.router)
+    app.include_router(voices.router)
     mount_web(app, settings)
     return app

@@ -32,7 +32,7 @@ class ReferenceVoice:
     sample_rate: int
     transcript: str | None
     digest: str  # sha256 of the decoded clip: the cache key for prepared prompts
-    source: Literal["registered", "file", "url", "base64"]
+    source: Literal["registered", "file", "url", "base64", "upload"]
     voice_id: str | None = None
     transcript_source: Literal["given", "stored", "whisper"] | None = None
 

@@ -91,7 +91,8 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     stack = AsyncExitStack()
     try:
         await stack.enter_async_context(limiter.slot())
-        plan = await service.plan(body, owner=owner, streaming=True)
+        admin = bool(getattr(request.state, "is_admin", False))
+        plan = await service.plan(body, owner=owner, admin=admin, streaming=True)
         chunks = service.stream(plan)
         stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
         # The first chunk is computed before the response starts, so its errors get a proper status.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,13 +21,16 @@ from api.engines.registry import EngineRegistry
 from api.errors import InvalidRequestError
 from api.schemas.speech import SpeechRequest
 from api.settings import Settings
+from api.synthesis.reference import ReferencePrep
 from api.text.split import split_text
 
 SOURCE_PREFIXES = ("file+", "url+", "base64+", "data:")
 
 
 class VoiceResolverLike(Protocol):
-    def resolve(self, spec: str, *, owner: str | None = None, prompt_text: str | None = None) -> Voice: ...
+    def resolve(
+        self, spec: str, *, owner: str | None = None, prompt_text: str | None = None, admin: bool = False
+    ) -> Voice: ...
 
 
 @dataclass
@@ -42,12 +45,17 @@ class SpeechPlan:
 
 
 class SpeechService:
-    def __init__(self, settings: Settings, engines: EngineRegistry, resolver: VoiceResolverLike) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engines: EngineRegistry,
+        resolver: VoiceResolverLike,
+        reference: ReferencePrep,
+    ) -> None:
         self.settings = settings
         self.engines = engines
         self.resolver = resolver
-        #: optional hook voice → extra response headers (quality analysis, transcript source)
-        self.report_headers: Callable[[ReferenceVoice], dict[str, str]] | None = None
+        self.reference = reference
 
     # -- plan -------------------------------------------------------------------------------
     def _check_input(self, text: str) -> None:
@@ -62,7 +70,7 @@ class SpeechService:
             raise InvalidRequestError("'input' is empty.", param="input", code="empty_input")
 
     def resolve_voice(
-        self, spec: str, engine: SpeechEngine, *, owner: str | None, prompt_text: str | None
+        self, spec: str, engine: SpeechEngine, *, owner: str | None, prompt_text: str | None, admin: bool = False
     ) -> Voice:
         """Voice spec → preset or reference clip, following VOICE_ALIASES (blocking)."""
         alias = self.settings.voice_aliases.get(spec.lower()) if len(spec) < 64 else None
@@ -76,7 +84,10 @@ class SpeechService:
                 presets = engine.preset_voices()
                 return PresetVoice(alias if alias in presets else self.settings.kokoro_default_voice)
             return PresetVoice(spec)
-        return self.resolver.resolve(alias or spec, owner=owner, prompt_text=prompt_text)
+        voice = self.resolver.resolve(alias or spec, owner=owner, prompt_text=prompt_text, admin=admin)
+        if isinstance(voice, ReferenceVoice):
+            voice = self.reference.for_request(voice)
+        return voice
 
     def options(self, req: SpeechRequest) -> SynthesisOptions:
         return SynthesisOptions(
@@ -89,15 +100,20 @@ class SpeechService:
         )
 
     async def plan(
-        self, req: SpeechRequest, *, owner: str | None = None, streaming: bool = False
+        self, req: SpeechRequest, *, owner: str | None = None, admin: bool = False, streaming: bool = False
     ) -> SpeechPlan:
         self._check_input(req.input)
         backend = self.engines.resolve_model(req.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
         voice = await asyncio.to_thread(
-            self.resolve_voice, req.voice_spec(), engine, owner=owner, prompt_text=req.prompt_text
+            self.resolve_voice,
+            req.voice_spec(),
+            engine,
+            owner=owner,
+            prompt_text=req.prompt_text,
+            admin=admin,
         )
-        chunks = await asyncio.to_thread(split_text, req.input, engine.max_chunk_chars, merge=not streaming)
+        chunks = await asyncio.to_thread(split_text, req.input, engine.max_chunk_chars, first_alone=streaming)
         return SpeechPlan(
             backend, engine, voice, chunks, self.options(req), req.response_format, len(req.input)
         )
@@ -105,9 +121,9 @@ class SpeechService:
     def response_headers(self, plan: SpeechPlan) -> dict[str, str]:
         """Headers describing the voice used (quality report, transcript) for cloning requests."""
         voice = plan.voice
-        if not isinstance(voice, ReferenceVoice) or self.report_headers is None:
+        if not isinstance(voice, ReferenceVoice):
             return {}
-        return self.report_headers(voice)
+        return self.reference.headers(voice)
 
     # -- run --------------------------------------------------------------------------------
     @staticmethod

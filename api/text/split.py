@@ -76,11 +76,12 @@ def _pack(pieces: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def split_text(text: str, max_chars: int, *, merge: bool = True) -> list[str]:
+def split_text(text: str, max_chars: int, *, merge: bool = True, first_alone: bool = False) -> list[str]:
     """Chunks of at most ``max_chars`` characters covering all of ``text``.
 
     With ``merge`` (default) consecutive short sentences share a chunk; without, each sentence
-    is its own chunk (streaming wants the first sentence out early).
+    is its own chunk. ``first_alone`` keeps the first sentence as its own chunk and packs the
+    rest: streaming gets its first audio after one sentence, and later chunks stay efficient.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
@@ -96,4 +97,6 @@ def split_text(text: str, max_chars: int, *, merge: bool = True) -> list[str]:
                 pieces.extend(_hard_split(clause, max_chars))
     if not merge:
         return pieces
+    if first_alone and len(pieces) > 1:
+        return [pieces[0], *_pack(pieces[1:], max_chars)]
     return _pack(pieces, max_chars)

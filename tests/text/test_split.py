@@ -51,3 +51,7 @@ def test_adversarial_inputs_run_in_linear_time(text: str) -> None:
 def test_invalid_limit() -> None:
     with pytest.raises(ValueError):
         split_text("x", 0)
+
+
+def test_first_alone_for_streaming() -> None:
+    assert split_text("One. Two. Three.", 400, first_alone=True) == ["One.", "Two. Three."]
