@@ -240,7 +240,8 @@ class FasterWhisperTranscriber:
         self.allow_downloads = allow_downloads
         self.device = device
         self.compute_type = compute_type
-        self.cpu_threads = cpu_threads
+        #: 0 → the number of cores (as NUM_THREADS documents), at most 8
+        self.cpu_threads = cpu_threads if cpu_threads > 0 else min(8, os.cpu_count() or 1)
         self.num_workers = num_workers
         self.beam_size = beam_size
         #: VAD filtering only runs on clips at least this long (short clips: off)
