@@ -42,12 +42,27 @@ class ActivationLinear(nn.Linear):
         else:
             raise ValueError(f"unknown activation {activation!r}")
 
+    @property
+    def input_shift(self) -> float:
+        """The activation's inner shift ``c`` in ``softplus(x - c)``."""
+        return self._offset
+
     def forward(self, x: Tensor) -> Tensor:
-        # softplus(x - c) == log(1 + exp(x - c)); it switches to the identity for large inputs,
-        # matching the overflow guard of the reference formulation.
-        y = torch.nn.functional.softplus(x - self._offset)
-        y = y.sub_(x, alpha=_SWOOSH_SLOPE).sub_(self._const)
-        return super().forward(y)
+        return self.forward_shifted(x - self._offset)
+
+    def forward_shifted(self, z: Tensor) -> Tensor:
+        """Same as ``forward(z + input_shift)``; lets the producer of ``x`` fold the shift into its bias.
+
+        ``swoosh(x) = softplus(z) - 0.08 z - (0.08 c + const)`` with ``z = x - c``; the constant is
+        folded into this layer's bias, so only two elementwise passes remain.
+        """
+        # softplus switches to the identity for large inputs, like the reference's overflow guard.
+        y = torch.nn.functional.softplus(z).add_(z, alpha=-_SWOOSH_SLOPE)
+        const = _SWOOSH_SLOPE * self._offset + self._const
+        bias = -const * self.weight.sum(dim=1)
+        if self.bias is not None:
+            bias = bias + self.bias
+        return torch.nn.functional.linear(y, self.weight, bias)
 
 
 class BiasNorm(nn.Module):

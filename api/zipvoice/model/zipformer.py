@@ -140,7 +140,9 @@ class FeedforwardModule(nn.Module):
         self.out_proj = ActivationLinear(feedforward_dim, embed_dim, activation="SwooshL")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out_proj(self.in_proj(x))
+        shift = self.out_proj.input_shift
+        z = nn.functional.linear(x, self.in_proj.weight, self.in_proj.bias - shift)
+        return self.out_proj.forward_shifted(z)
 
 
 class NonlinAttention(nn.Module):
@@ -175,11 +177,21 @@ class ConvolutionModule(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
         x, s = self.in_proj(x).chunk(2, dim=-1)
-        x = (x * torch.sigmoid(s)).transpose(1, 2)  # (B, C, T)
+        x = x * torch.sigmoid(s)  # (B, T, C)
         if padding_mask is not None:
-            x = x.masked_fill(padding_mask.unsqueeze(1), 0.0)
-        x = self.depthwise_conv(x).transpose(1, 2)
-        return self.out_proj(x)
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        # A (B, T, C) tensor seen as (B, C, 1, T) is channels-last: the depthwise conv then runs
+        # without layout copies and returns (B, T, C)-contiguous memory.
+        conv = self.depthwise_conv
+        bias = conv.bias - self.out_proj.input_shift if conv.bias is not None else None
+        z = nn.functional.conv2d(
+            x.transpose(1, 2).unsqueeze(2),
+            conv.weight.unsqueeze(2),
+            bias,
+            padding=(0, conv.padding[0]),
+            groups=conv.groups,
+        )
+        return self.out_proj.forward_shifted(z.squeeze(2).transpose(1, 2))
 
 
 class Zipformer2EncoderLayer(nn.Module):
