@@ -188,7 +188,7 @@ class ConvolutionModule(nn.Module):
             x.transpose(1, 2).unsqueeze(2),
             conv.weight.unsqueeze(2),
             bias,
-            padding=(0, conv.padding[0]),
+            padding=(0, conv.kernel_size[0] // 2),
             groups=conv.groups,
         )
         return self.out_proj.forward_shifted(z.squeeze(2).transpose(1, 2))
