@@ -7,7 +7,10 @@ split the text's tokens at punctuation into chunks that keep prompt + chunk arou
 vocode each item; restore the volume; cross-fade the chunks in text order; trim edge
 silence (and optionally long internal silences).
 
-The model, tokenizer and vocoder are duck-typed (see the Protocols below).
+The model, tokenizer and vocoder are duck-typed (see the Protocols below). Subclasses
+(``api.zipvoice.dialog.DialogPipeline``) override the hooks ``_check_texts``,
+``_chunk_tokens``, ``_vocode`` and ``prepare_prompt`` and the class attributes
+``chunk_target_s`` / ``supported_channels``.
 """
 
 from __future__ import annotations
@@ -135,6 +138,11 @@ class GenerationResult:
 class ZipVoicePipeline:
     """Text + voice prompt -> 24 kHz audio, as upstream ``generate_sentence``."""
 
+    #: seconds that prompt + one generated chunk should stay around
+    chunk_target_s: float = CHUNK_TARGET_S
+    #: feature channel counts this class can generate
+    supported_channels: tuple[int, ...] = (1,)
+
     def __init__(
         self,
         model: SpeechModel,
@@ -147,8 +155,11 @@ class ZipVoicePipeline:
         feat_scale: float = FEAT_SCALE,
         max_duration: float = 100.0,
     ) -> None:
-        if num_channels != 1:
-            raise ValueError("only single-channel (mono) models are supported by this pipeline")
+        if num_channels not in self.supported_channels:
+            raise ValueError(
+                f"{type(self).__name__} supports num_channels in {self.supported_channels}, got "
+                f"{num_channels} (stereo dialog models: api.zipvoice.dialog.DialogPipeline)"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.vocoder = vocoder
@@ -179,6 +190,19 @@ class ZipVoicePipeline:
             extractor=self.extractor,
         )
 
+    def _check_texts(self, text: str, prompt_text: str) -> None:
+        """Validate the inputs before any work (hook; plain TTS accepts any text)."""
+
+    def _chunk_tokens(self, tokens: list[str], max_tokens: int) -> list[list[str]]:
+        """Split the text's tokens into generation chunks (hook)."""
+        return chunk_tokens_punctuation(tokens, max_tokens=max_tokens)
+
+    def _vocode(self, pred: Tensor, pred_lens: Tensor, prompt_rms: float) -> list[Tensor]:
+        """Model output batch -> list of ``(C, samples)`` waves, volume restored (hook)."""
+        return synthesize_features_to_wav(
+            self.vocoder, pred, pred_lens, prompt_rms, self.target_rms, self.feat_scale
+        )
+
     def _sample(self, kwargs: dict[str, Any], generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         if generator is not None and "generator" in self._sample_params:
             kwargs["generator"] = generator
@@ -200,6 +224,7 @@ class ZipVoicePipeline:
         remove_long_sil: bool = False,
     ) -> GenerationResult:
         """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise."""
+        self._check_texts(text, prompt_text)
         if not isinstance(prompt, PreparedPrompt):
             prompt = self.prepare_prompt(prompt, prompt_sampling_rate)
         prompt_features = prompt.features.to(self.device)
@@ -213,8 +238,8 @@ class ZipVoicePipeline:
             raise ValueError("the prompt transcript produced no tokens")
 
         token_duration = prompt_duration / (len(prompt_tokens_str) * speed)
-        max_tokens = int((CHUNK_TARGET_S - prompt_duration) / token_duration)
-        chunks = chunk_tokens_punctuation(tokens_str, max_tokens=max_tokens)
+        max_tokens = int((self.chunk_target_s - prompt_duration) / token_duration)
+        chunks = self._chunk_tokens(tokens_str, max_tokens)
         chunk_ids = self.tokenizer.tokens_to_token_ids(chunks)
         prompt_ids = self.tokenizer.tokens_to_token_ids([prompt_tokens_str])
         batches, order = batchify_tokens(chunk_ids, self.max_duration, prompt_duration, token_duration)
@@ -243,12 +268,7 @@ class ZipVoicePipeline:
                 },
                 generator,
             )
-            wavs.extend(
-                w.cpu()
-                for w in synthesize_features_to_wav(
-                    self.vocoder, pred, pred_lens, prompt.rms, self.target_rms, self.feat_scale
-                )
-            )
+            wavs.extend(w.cpu() for w in self._vocode(pred, pred_lens, prompt.rms))
 
         ordered = [w for _, w in sorted(zip(order, wavs, strict=True), key=lambda p: p[0])]
         wav = cross_fade_concat(ordered, fade_s=CROSS_FADE_S, sampling_rate=SAMPLING_RATE)
