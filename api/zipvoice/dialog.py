@@ -286,6 +286,11 @@ class DialogPipeline(ZipVoicePipeline):
         self._check_texts(text, prompt_text)
         if not isinstance(prompt, PreparedPrompt):
             prompt = self.prepare_prompt(prompt, prompt_sampling_rate)
+        if prompt.features.shape[-1] != MEL_DIM * self.num_channels:
+            raise ValueError(
+                f"prompt features have {prompt.features.shape[-1]} dims; this {self.num_channels}-channel "
+                f"pipeline needs {MEL_DIM * self.num_channels} (prepare it with this pipeline)"
+            )
         return super().generate(
             text,
             prompt_text,

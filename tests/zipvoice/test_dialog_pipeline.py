@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from api.zipvoice.audio_prep import read_audio, to_int16_pcm
+from api.zipvoice.audio_prep import load_prompt, read_audio, to_int16_pcm
 from api.zipvoice.dialog import (
     DialogPipeline,
     chunk_tokens_dialog,
@@ -269,6 +269,9 @@ def test_generate_rejects_untagged_text(mono: DialogPipeline, reference_dir: Pat
 def test_stereo_rejects_mono_single_prompt(stereo: DialogPipeline, reference_dir: Path) -> None:
     with pytest.raises(ValueError, match="must be a 2-channel clip"):
         stereo.prepare_prompt(reference_dir / "audio" / "prompt_dialog.wav")
+    mono_prompt = load_prompt(reference_dir / "audio" / "prompt_dialog.wav", num_channels=1)
+    with pytest.raises(ValueError, match="needs 200"):
+        stereo.generate(TEXT, PROMPT_TEXT, mono_prompt, num_step=1)
 
 
 def test_channel_and_variant_checks(mono: DialogPipeline, stereo: DialogPipeline) -> None:
