@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from api.zipvoice.model.checkpoint import load_model
-from api.zipvoice.model.export import FlowMatchingStepModel
+from api.zipvoice.model.export import FlowMatchingStepModel, TextConditionModel
 from api.zipvoice.model.zipvoice import ZipVoice, ZipVoiceDialogStereo, ZipVoiceDistill
 
 ATOL = 1e-4
@@ -153,3 +153,16 @@ def test_pluggable_step_function(reference_dir: Path, models: dict[str, ZipVoice
     out = model.sample_detailed(**inputs, x0=torch.from_numpy(g["x0"]), step_fn=step, keep_steps=True)
     _close(torch.stack(out.step_v), g["step_v"], "step_v")
     _close(out.pred_features, g["pred_features"], "pred_features")
+
+
+def test_export_text_condition_model(reference_dir: Path, models: dict[str, ZipVoice]) -> None:
+    """The export wrapper's text condition equals the golden one when both length formulas agree."""
+    g = _load_case(reference_dir, "zipvoice")
+    with torch.inference_mode():
+        out = TextConditionModel(models["zipvoice"])(
+            torch.from_numpy(g["tokens"][:, : int(g["tokens_lens"][0])]),
+            torch.from_numpy(g["prompt_tokens"])[None],
+            torch.tensor(int(g["prompt_features_lens"][0])),
+            torch.tensor(float(g["speed"])),
+        )
+    _close(out, g["text_condition"], "text_condition")
