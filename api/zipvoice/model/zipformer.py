@@ -420,12 +420,13 @@ class TTSZipformer(nn.Module):
     def _time_embedding(self, t: Tensor | None, guidance_scale: Tensor | None) -> Tensor | None:
         if t is None or self.time_embed is None:
             return None
-        emb = timestep_embedding(t, self.time_embed_dim)
+        dtype = self.time_embed[0].weight.dtype
+        emb = timestep_embedding(t, self.time_embed_dim).to(dtype)
         if guidance_scale is not None:
             if self.guidance_scale_embed is None:
                 raise ValueError("this decoder has no guidance-scale embedding")
             emb = emb + self.guidance_scale_embed(
-                timestep_embedding(guidance_scale, self.guidance_scale_embed_dim)
+                timestep_embedding(guidance_scale, self.guidance_scale_embed_dim).to(dtype)
             )
         return self.time_embed(emb)
 

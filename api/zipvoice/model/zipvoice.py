@@ -220,8 +220,13 @@ class ZipVoice(nn.Module):
         padding_mask: Tensor | None = None,
         guidance_scale: Tensor | None = None,
     ) -> Tensor:
-        """One decoder evaluation: velocity ``(B, T, F)`` at time ``t`` (0-dim or (B,1,1))."""
-        x = torch.cat([xt, text_condition, speech_condition], dim=2)
+        """One decoder evaluation: velocity ``(B, T, F)`` at time ``t`` (0-dim or (B,1,1)).
+
+        Inputs are cast to the model dtype; the velocity is returned in ``xt``'s dtype, so the
+        ODE state can stay float32 with a reduced-precision model.
+        """
+        dtype = self.dtype
+        x = torch.cat([xt.to(dtype), text_condition.to(dtype), speech_condition.to(dtype)], dim=2)
         batch = x.shape[0]
         t = t.reshape(-1)
         if t.numel() == 1:
@@ -230,7 +235,8 @@ class ZipVoice(nn.Module):
             guidance_scale = guidance_scale.reshape(-1)
             if guidance_scale.numel() == 1:
                 guidance_scale = guidance_scale.expand(batch)
-        return self.fm_decoder(x, t=t, padding_mask=padding_mask, guidance_scale=guidance_scale)
+        v = self.fm_decoder(x, t=t, padding_mask=padding_mask, guidance_scale=guidance_scale)
+        return v.to(xt.dtype)
 
     def make_step_fn(
         self,
@@ -333,7 +339,7 @@ class ZipVoice(nn.Module):
             x0 = torch.randn(batch, num_frames, feat, generator=generator, device=self.device)
         if x0.shape != (batch, num_frames, feat):
             raise ValueError(f"x0 must have shape {(batch, num_frames, feat)}, got {tuple(x0.shape)}")
-        x0 = x0.to(device=self.device, dtype=self.dtype)
+        x0 = x0.to(device=self.device, dtype=torch.float32)
 
         if step_fn is None:
             step_fn = self.make_step_fn(text_condition, speech_condition, padding_mask, guidance_scale)
