@@ -420,7 +420,9 @@ class TTSZipformer(nn.Module):
     def _time_embedding(self, t: Tensor | None, guidance_scale: Tensor | None) -> Tensor | None:
         if t is None or self.time_embed is None:
             return None
-        dtype = self.time_embed[0].weight.dtype
+        first = self.time_embed[0]
+        assert isinstance(first, nn.Linear)
+        dtype = first.weight.dtype
         emb = timestep_embedding(t, self.time_embed_dim).to(dtype)
         if guidance_scale is not None:
             if self.guidance_scale_embed is None:
