@@ -342,7 +342,9 @@ class ZipVoice(nn.Module):
         x0 = x0.to(device=self.device, dtype=torch.float32)
 
         if step_fn is None:
-            step_fn = self.make_step_fn(text_condition, speech_condition, padding_mask, guidance_scale)
+            # Without any padding the mask is a no-op; dropping it skips the masking passes.
+            decoder_mask = padding_mask if bool(padding_mask.any()) else None
+            step_fn = self.make_step_fn(text_condition, speech_condition, decoder_mask, guidance_scale)
         timesteps = get_timesteps(num_step, float(t_shift), device=self.device)
         step_x: list[Tensor] = []
         step_v: list[Tensor] = []
