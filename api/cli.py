@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from types import FrameType
 
@@ -34,12 +35,16 @@ def serve(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = uvicorn.Server(config)
-    original_handle_exit = server.handle_exit
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:
         # SIGTERM/SIGINT: /ready turns 503 at once; uvicorn stops accepting and drains in-flight work.
+        # Not uvicorn's own handler: that one re-raises the signal after the drain, so a clean
+        # shutdown would end with status 143 instead of 0. A second SIGINT still forces the exit.
         app.state.draining = True
-        original_handle_exit(sig, frame)
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True
+        else:
+            server.should_exit = True
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
     server.run()

@@ -45,7 +45,15 @@ class Metrics:
         self.audio_seconds = Counter(
             "zvs_audio_seconds_total", "Seconds of audio produced", ["model"], registry=r
         )
+        self.chunks = Counter(
+            "zvs_synthesis_chunks_total", "Text chunks synthesized by the engines", ["model"], registry=r
+        )
         self.in_flight = Gauge("zvs_synthesis_in_flight", "Syntheses running", registry=r)
+        self.producers = Gauge(
+            "zvs_synthesis_threads",
+            "Streaming synthesis threads running (a dropped stream's thread ends after its current chunk)",
+            registry=r,
+        )
         self.queue_depth = Gauge("zvs_synthesis_queue_depth", "Requests waiting for a slot", registry=r)
 
     def render(self) -> bytes:

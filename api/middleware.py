@@ -29,25 +29,33 @@ class BodyLimitMiddleware:
                     await error_response(too_large)(scope, receive, send)
                     return
         received = 0
+        exceeded = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise PayloadTooLargeError(f"Request body exceeds the limit of {self.max_bytes} bytes.")
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # The app may catch the error from receive() and answer with its own error (FastAPI
+                # turns it into "400: error parsing the body"): drop that answer, the 413 follows.
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLargeError as exc:
-            if not started:
-                await error_response(exc)(scope, receive, send)
+            await self.app(scope, limited_receive, guarded_send)
+        except PayloadTooLargeError:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await error_response(too_large)(scope, receive, send)

@@ -90,10 +90,11 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     started = time.perf_counter()
     stack = AsyncExitStack()
     try:
+        service.check_input(body.input)  # a bad input gets its 400 at once, not after a wait for a slot
         await stack.enter_async_context(limiter.slot())
         admin = bool(getattr(request.state, "is_admin", False))
         plan = await service.plan(body, owner=owner, admin=admin, streaming=True)
-        chunks = service.stream(plan)
+        chunks = service.stream(plan, on_chunk=metrics.chunks.labels(plan.backend).inc)
         stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
         # The first chunk is computed before the response starts, so its errors get a proper status.
         first = await anext(chunks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,9 +56,16 @@ class SpeechService:
         self.engines = engines
         self.resolver = resolver
         self.reference = reference
+        self._producers = 0  # producer threads running (streams, including abandoned ones finishing a chunk)
+        self._producers_lock = threading.Lock()
+
+    @property
+    def producers(self) -> int:
+        return self._producers
 
     # -- plan -------------------------------------------------------------------------------
-    def _check_input(self, text: str) -> None:
+    def check_input(self, text: str) -> None:
+        """Cheap checks of ``input`` (length, emptiness): run them before waiting for a slot."""
         limit = self.settings.max_input_chars
         if len(text) > limit:
             raise InvalidRequestError(
@@ -102,7 +109,7 @@ class SpeechService:
     async def plan(
         self, req: SpeechRequest, *, owner: str | None = None, admin: bool = False, streaming: bool = False
     ) -> SpeechPlan:
-        self._check_input(req.input)
+        self.check_input(req.input)
         backend = self.engines.resolve_model(req.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
         voice = await asyncio.to_thread(
@@ -127,8 +134,12 @@ class SpeechService:
 
     # -- run --------------------------------------------------------------------------------
     @staticmethod
-    def iter_audio(plan: SpeechPlan, cancel: threading.Event | None = None) -> Iterator[AudioChunk]:
+    def iter_audio(
+        plan: SpeechPlan, cancel: threading.Event | None = None, on_chunk: Callable[[], None] | None = None
+    ) -> Iterator[AudioChunk]:
         for chunk in plan.engine.synthesize(plan.chunks, plan.voice, plan.options):
+            if on_chunk is not None:
+                on_chunk()
             if cancel is not None and cancel.is_set():
                 return
             yield chunk
@@ -142,8 +153,13 @@ class SpeechService:
         rate = pieces[0].sample_rate
         return AudioChunk(np.concatenate([p.samples for p in pieces], axis=-1), rate)
 
-    async def stream(self, plan: SpeechPlan, *, prefetch: int = 1) -> AsyncIterator[AudioChunk]:
-        """Chunks as they are synthesized. The next chunk is computed while this one is sent."""
+    async def stream(
+        self, plan: SpeechPlan, *, prefetch: int = 1, on_chunk: Callable[[], None] | None = None
+    ) -> AsyncIterator[AudioChunk]:
+        """Chunks as they are synthesized. The next chunk is computed while this one is sent.
+
+        ``on_chunk`` is called (in the producer thread) after each chunk the engine produced.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -151,8 +167,10 @@ class SpeechService:
         done = object()
 
         def produce() -> None:
+            with self._producers_lock:
+                self._producers += 1
             try:
-                for chunk in self.iter_audio(plan, cancel):
+                for chunk in self.iter_audio(plan, cancel, on_chunk):
                     while not room.acquire(timeout=0.1):
                         if cancel.is_set():
                             return
@@ -163,6 +181,9 @@ class SpeechService:
             except BaseException as exc:  # handed to the consumer
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                with self._producers_lock:
+                    self._producers -= 1
 
         worker = loop.run_in_executor(None, produce)
         try:

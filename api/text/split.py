@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-_SENTENCE_END = re.compile(r"[.!?;…。！？；]+[\"'”’)\]]*(?:\s+|$)|[。！？；]+")
+# A match starts only at the beginning of a punctuation run (lookbehind) and the runs are
+# possessive: a long run not followed by a space fails once, not once per position (quadratic).
+_SENTENCE_END = re.compile(r"(?<![.!?;…。！？；])[.!?;…。！？；]++[\"'”’)\]]*+(?:\s+|$)|[。！？；]+")
 _CLAUSE_END = re.compile(r"[,:，、：—–]+\s*")
 _SPACES = re.compile(r"\s+")
 
