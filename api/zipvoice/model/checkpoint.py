@@ -36,11 +36,12 @@ def read_tokens(path: Path) -> dict[str, int]:
     return table
 
 
-def read_state_dict(path: Path, mmap: bool = True) -> dict[str, Tensor]:
+def read_state_dict(path: Path, mmap: bool = False) -> dict[str, Tensor]:
     """Load tensors only: ``.safetensors`` via safetensors, else ``torch.load(weights_only=True)``.
 
     For ``.pt`` files the ``"model"`` entry is used when present; a DDP ``module.`` prefix is
-    stripped.
+    stripped. ``mmap`` is off by default: weights then live in private memory, so a checkpoint
+    file replaced or truncated while the server runs cannot corrupt (or SIGBUS) a loaded model.
     """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
