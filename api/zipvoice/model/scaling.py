@@ -12,13 +12,13 @@ _SWOOSH_SLOPE = 0.08
 
 
 def swoosh_l(x: Tensor) -> Tensor:
-    """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035."""
-    return torch.logaddexp(x.new_zeros(()), x - 4.0) - _SWOOSH_SLOPE * x - _SWOOSH_L_OFFSET
+    """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035 (softplus form: ONNX-exportable)."""
+    return torch.nn.functional.softplus(x - 4.0) - _SWOOSH_SLOPE * x - _SWOOSH_L_OFFSET
 
 
 def swoosh_r(x: Tensor) -> Tensor:
     """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687."""
-    return torch.logaddexp(x.new_zeros(()), x - 1.0) - _SWOOSH_SLOPE * x - _SWOOSH_R_OFFSET
+    return torch.nn.functional.softplus(x - 1.0) - _SWOOSH_SLOPE * x - _SWOOSH_R_OFFSET
 
 
 class SwooshR(nn.Module):

@@ -309,7 +309,7 @@ class SimpleDownsample(nn.Module):
         ds = self.factor
         out_len = (seq_len + ds - 1) // ds
         pad = out_len * ds - seq_len
-        if pad:
+        if pad or torch.jit.is_tracing():  # keep the padding op in traced graphs (dynamic T)
             src = torch.cat([src, src[:, -1:].expand(batch, pad, channels)], dim=1)
         weights = self.bias.softmax(dim=0)
         return (src.reshape(batch, out_len, ds, channels) * weights[:, None]).sum(dim=2)
