@@ -63,7 +63,7 @@ def _warm(app: FastAPI) -> None:
     state.ready.set()
 
 
-def _build_transcriber(settings: Settings) -> Transcriber | None:
+def build_transcriber(settings: Settings) -> Transcriber | None:
     """The app's Whisper transcriber (lazy: the model loads on first use), or None if not installed."""
     from api.transcribe.base import backend_installed, create_transcriber
     from api.transcribe.cache import CachedTranscriber
@@ -85,7 +85,7 @@ def _build_voices(app: FastAPI, settings: Settings) -> None:
     state = app.state
     state.voice_store = FileVoiceStore(settings.voices_dir)
     state.voice_resolver = VoiceResolver(settings, state.voice_store)
-    state.transcriber = _build_transcriber(settings)
+    state.transcriber = build_transcriber(settings)
     state.reference = ReferencePrep(settings, state.transcriber)
 
 

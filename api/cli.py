@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -52,3 +54,89 @@ def serve(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     serve(sys.argv[1:])
+
+
+def synth(argv: list[str] | None = None) -> None:
+    """Offline synthesis with a ZipVoice variant: prompt clip + transcript + text → audio file."""
+    parser = argparse.ArgumentParser(
+        prog="zipvoice-synth", description="Zero-shot TTS with ZipVoice, offline"
+    )
+    parser.add_argument(
+        "--model",
+        default="zipvoice",
+        help="zipvoice, zipvoice_distill, zipvoice_dialog, zipvoice_dialog_stereo",
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, help="directory holding <variant>/model.pt, model.json, tokens.txt"
+    )
+    parser.add_argument("--vocoder-dir", type=Path, help="Vocos directory (config.yaml, pytorch_model.bin)")
+    parser.add_argument(
+        "--prompt-wav", type=Path, required=True, help="reference clip (any common audio format)"
+    )
+    parser.add_argument("--prompt-text", help="transcript of the reference clip (default: Whisper)")
+    parser.add_argument("--text", required=True, help="text to speak")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output file; format from the extension (wav, mp3, flac, …)"
+    )
+    parser.add_argument("--num-steps", type=int)
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    parser.add_argument("--num-threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+
+    from api.audio.decode import decode_audio
+    from api.audio.encode import encode_audio
+    from api.engines.base import ReferenceVoice, SynthesisOptions
+    from api.engines.zipvoice import VARIANTS, ZipVoiceEngine
+    from api.errors import APIError
+    from api.settings import Settings
+    from api.synthesis.reference import ReferencePrep
+    from api.text.split import split_text
+    from api.voices.sources import audio_digest
+
+    if args.model not in VARIANTS:
+        parser.error(f"--model must be one of {', '.join(VARIANTS)}")
+    fmt = args.out.suffix.lstrip(".").lower() or "wav"
+    updates: dict[str, object] = {"device": args.device, "num_threads": args.num_threads}
+    if args.model_dir:
+        updates["zipvoice_model_dir"] = args.model_dir
+    if args.vocoder_dir:
+        updates["vocos_model_dir"] = args.vocoder_dir
+    settings = Settings().model_copy(update=updates)
+    try:
+        samples, rate = decode_audio(args.prompt_wav.read_bytes(), max_seconds=settings.max_reference_seconds)
+        voice = ReferenceVoice(
+            samples,
+            rate,
+            args.prompt_text,
+            audio_digest(samples, rate),
+            "file",
+            transcript_source="given" if args.prompt_text else None,
+        )
+        engine = ZipVoiceEngine(settings, args.model)
+        engine.load()
+        voice = ReferencePrep(
+            settings, _cli_transcriber(settings) if not args.prompt_text else None
+        ).for_request(voice)
+        options = SynthesisOptions(
+            speed=args.speed, seed=args.seed, num_steps=args.num_steps, guidance_scale=args.guidance_scale
+        )
+        chunks = split_text(args.text, engine.max_chunk_chars)
+        pieces = [c.samples for c in engine.synthesize(chunks, voice, options)]
+    except APIError as exc:
+        print(f"zipvoice-synth: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    import numpy as np
+
+    audio = np.concatenate(pieces, axis=-1)
+    args.out.write_bytes(encode_audio(audio, engine.sample_rate, fmt))
+    print(f"wrote {args.out} ({audio.shape[-1] / engine.sample_rate:.2f} s, {audio.shape[0]} channel(s))")
+
+
+def _cli_transcriber(settings: Any) -> Any:
+    from api.app import build_transcriber
+
+    return build_transcriber(settings)

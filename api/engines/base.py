@@ -90,6 +90,8 @@ class SpeechEngine(Protocol):
     channels: int
     #: the longest text chunk (characters) the planner should hand to one call
     max_chunk_chars: int
+    #: True when the engine needs the whole input in one call (dialog turns); the planner won't split it
+    whole_text: bool
 
     def availability(self) -> Availability:
         """Cheap check (no model load): can this engine run here, and if not, why."""

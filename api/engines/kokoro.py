@@ -63,6 +63,7 @@ class KokoroEngine:
     sample_rate = 24000
     channels = 1
     max_chunk_chars = 400
+    whole_text = False
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

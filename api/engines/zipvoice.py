@@ -102,7 +102,8 @@ class ZipVoiceEngine:
         self.defaults = VARIANTS[variant]
         self.channels = self.defaults.channels
         # dialog text must stay whole (turn tags); the pipeline chunks it by turns
-        self.max_chunk_chars = 100_000 if self.defaults.dialog else 300
+        self.max_chunk_chars = 300
+        self.whole_text = self.defaults.dialog
         self._settings = settings
         self._lock = threading.Lock()
         self._pipeline: Any = None
@@ -145,9 +146,14 @@ class ZipVoiceEngine:
             model = load_model(model_dir, device=device)
             tokenizer = get_tokenizer(self.defaults.tokenizer, model_dir / "tokens.txt")
             vocoder = load_vocos(vocos_dir, device=device)
-            self._pipeline = ZipVoicePipeline(
-                model, tokenizer, vocoder, num_channels=self.channels, device=device
-            )
+            if self.defaults.dialog:
+                from api.zipvoice.dialog import DialogPipeline
+
+                self._pipeline = DialogPipeline(
+                    model, tokenizer, vocoder, num_channels=self.channels, device=device
+                )
+            else:
+                self._pipeline = ZipVoicePipeline(model, tokenizer, vocoder, device=device)
             log.info("%s loaded on %s from %s", self.variant, device, model_dir)
 
     def preset_voices(self) -> list[str]:
@@ -178,10 +184,22 @@ class ZipVoiceEngine:
             raise InvalidRequestError(
                 "The reference clip needs a transcript ('prompt_text').", param="prompt_text"
             )
-        if self.defaults.dialog and "[S1]" not in " ".join(chunks):
-            raise InvalidRequestError(
-                f"Model '{self.variant}' speaks dialogs: mark turns with [S1] and [S2].", param="input"
-            )
+        if self.defaults.dialog:
+            from api.zipvoice.dialog import validate_dialog_text
+
+            try:
+                validate_dialog_text(" ".join(chunks))
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"Model '{self.variant}' speaks dialogs: mark turns with [S1] and [S2] ({exc}).",
+                    param="input",
+                ) from exc
+            try:
+                validate_dialog_text(voice.transcript, prompt=True)
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"The dialog prompt transcript needs [S1] and [S2] turns ({exc}).", param="prompt_text"
+                ) from exc
         self.load()
         prompt = self.prepared_prompt(voice)
         d = self.defaults

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -16,11 +17,13 @@ from starlette.types import Receive, Scope, Send
 
 from api.audio.encode import CONTENT_TYPES, StreamEncoder
 from api.engines.base import AudioChunk
+from api.errors import APIError
 from api.metrics import Metrics
 from api.schemas.speech import SpeechRequest
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.service import SpeechPlan, SpeechService
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["speech"])
 
 
@@ -63,7 +66,13 @@ class _EncodedStream:
             data = await asyncio.to_thread(encoder.write, chunk.samples)
             if data:
                 yield data
-            chunk = await anext(self.rest, None)
+            try:
+                chunk = await anext(self.rest, None)
+            except APIError as exc:
+                # Headers are gone already: end the body early; the client sees a truncated stream.
+                log.warning("speech stream aborted after %.1f s of audio: %s", self.seconds, exc.message)
+                self.metrics.speech.labels(self.plan.backend, str(exc.status_code)).inc()
+                return
         tail = await asyncio.to_thread(encoder.close)
         if tail:
             yield tail

@@ -73,7 +73,7 @@ class ReferencePrep:
         """Clean the clip, fill in the transcript (Whisper when none), and score it (blocking)."""
         cached = self._prepared.get(voice.digest + "|" + (voice.transcript or ""))
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         whisper = self._whisper(voice)
         given = voice.transcript
         clip = prepare_reference(
@@ -107,10 +107,20 @@ class ReferencePrep:
         self._reports.put(voice.digest, report)
         return prepared
 
-    def for_request(self, voice: ReferenceVoice) -> ReferenceVoice:
-        """The voice as the engine should get it: registered voices as stored, ad-hoc clips prepared."""
+    def for_request(self, voice: ReferenceVoice, channels: int = 1) -> ReferenceVoice:
+        """The voice as the engine should get it: registered voices as stored, ad-hoc clips prepared.
+
+        Multi-channel engines (dialog stereo: one speaker per channel) get the clip unchanged; only a
+        missing transcript is filled in.
+        """
         if voice.source == "registered" and voice.transcript:
             return voice
+        if channels > 1:
+            if voice.transcript:
+                return voice
+            whisper = self._whisper(voice)
+            text = whisper.text.strip() if whisper is not None else ""
+            return replace(voice, transcript=text or None, transcript_source="whisper" if text else None)
         prepared = self.prepare(voice)
         return replace(
             voice,

@@ -77,7 +77,13 @@ class SpeechService:
             raise InvalidRequestError("'input' is empty.", param="input", code="empty_input")
 
     def resolve_voice(
-        self, spec: str, engine: SpeechEngine, *, owner: str | None, prompt_text: str | None, admin: bool = False
+        self,
+        spec: str,
+        engine: SpeechEngine,
+        *,
+        owner: str | None,
+        prompt_text: str | None,
+        admin: bool = False,
     ) -> Voice:
         """Voice spec → preset or reference clip, following VOICE_ALIASES (blocking)."""
         alias = self.settings.voice_aliases.get(spec.lower()) if len(spec) < 64 else None
@@ -93,7 +99,7 @@ class SpeechService:
             return PresetVoice(spec)
         voice = self.resolver.resolve(alias or spec, owner=owner, prompt_text=prompt_text, admin=admin)
         if isinstance(voice, ReferenceVoice):
-            voice = self.reference.for_request(voice)
+            voice = self.reference.for_request(voice, engine.channels)
         return voice
 
     def options(self, req: SpeechRequest) -> SynthesisOptions:
@@ -120,7 +126,12 @@ class SpeechService:
             prompt_text=req.prompt_text,
             admin=admin,
         )
-        chunks = await asyncio.to_thread(split_text, req.input, engine.max_chunk_chars, first_alone=streaming)
+        if engine.whole_text:
+            chunks = [req.input]
+        else:
+            chunks = await asyncio.to_thread(
+                split_text, req.input, engine.max_chunk_chars, first_alone=streaming
+            )
         return SpeechPlan(
             backend, engine, voice, chunks, self.options(req), req.response_format, len(req.input)
         )
