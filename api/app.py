@@ -17,12 +17,13 @@ from api.engines.registry import EngineRegistry
 from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
-from api.routes import models, ops, speech, voices
+from api.routes import analysis, models, ops, speech, voices
 from api.routes.web import mount_web
 from api.settings import Settings
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.reference import ReferencePrep
 from api.synthesis.service import SpeechService
+from api.synthesis.tuning import RTFTracker
 from api.transcribe.base import Transcriber
 from api.voices.sources import VoiceResolver
 from api.voices.store import FileVoiceStore
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.engines = EngineRegistry(settings)
     state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
     state.metrics = Metrics()
+    state.rtf = RTFTracker()
     state.ready = threading.Event()
     state.ready_detail = "loading"
     state.draining = False
@@ -134,5 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(speech.router)
     app.include_router(voices.router)
+    app.include_router(analysis.router)
     mount_web(app, settings)
     return app

@@ -22,6 +22,7 @@ from api.metrics import Metrics
 from api.schemas.speech import SpeechRequest
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.service import SpeechPlan, SpeechService
+from api.synthesis.tuning import RTFTracker, recommend
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["speech"])
@@ -31,6 +32,21 @@ def _usage(plan: SpeechPlan, seconds: float) -> dict[str, int]:
     # Tokens are not meaningful for these models: we report input characters and 20 ms audio frames.
     out = round(seconds * 50)
     return {"input_tokens": plan.input_chars, "output_tokens": out, "total_tokens": plan.input_chars + out}
+
+
+async def apply_priority(body: SpeechRequest, state: Any) -> SpeechRequest:
+    """``priority`` on a ZipVoice request picks model, steps and guidance (explicit values win)."""
+    backend = state.engines.resolve_model(body.model)
+    if backend not in ("zipvoice", "zipvoice_distill") or body.priority is None:
+        return body
+    rec = await asyncio.to_thread(recommend, state.engines, state.rtf, body.priority, body.input, body.speed)
+    return body.model_copy(
+        update={
+            "model": rec.model,
+            "num_steps": body.num_steps or rec.num_steps,
+            "guidance_scale": rec.guidance_scale if body.guidance_scale is None else body.guidance_scale,
+        }
+    )
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -52,9 +68,14 @@ class _EncodedStream:
     """Encodes engine chunks to the response format, off the event loop, and records metrics."""
 
     def __init__(
-        self, plan: SpeechPlan, first: AudioChunk, rest: AsyncIterator[AudioChunk], metrics: Metrics
+        self,
+        plan: SpeechPlan,
+        first: AudioChunk,
+        rest: AsyncIterator[AudioChunk],
+        metrics: Metrics,
+        rtf: RTFTracker | None = None,
     ) -> None:
-        self.plan, self.first, self.rest, self.metrics = plan, first, rest, metrics
+        self.plan, self.first, self.rest, self.metrics, self.rtf = plan, first, rest, metrics, rtf
         self.seconds = 0.0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -78,6 +99,10 @@ class _EncodedStream:
             yield tail
         backend = self.plan.backend
         self.metrics.speech.labels(backend, "200").inc()
+        if self.rtf is not None:
+            defaults = getattr(self.plan.engine, "defaults", None)
+            steps = int(self.plan.options.num_steps or getattr(defaults, "num_steps", 0) or 0)
+            self.rtf.record(backend, steps, time.perf_counter() - started, self.seconds)
         if self.seconds > 0:
             self.metrics.audio_seconds.labels(backend).inc(self.seconds)
             self.metrics.rtf.labels(backend).observe((time.perf_counter() - started) / self.seconds)
@@ -97,6 +122,8 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     owner: str | None = getattr(request.state, "owner", None)
 
     started = time.perf_counter()
+    if body.priority is not None:
+        body = await apply_priority(body, state)
     stack = AsyncExitStack()
     try:
         service.check_input(body.input)  # a bad input gets its 400 at once, not after a wait for a slot
@@ -114,7 +141,7 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
 
     headers = {"X-Model-Backend": plan.backend, **service.response_headers(plan)}
-    encoded = _EncodedStream(plan, first, chunks, metrics)
+    encoded = _EncodedStream(plan, first, chunks, metrics, state.rtf)
 
     async def sse() -> AsyncIterator[bytes]:
         async for data in encoded:

@@ -20,7 +20,7 @@ from api.voices.store import DEFAULT_NAMESPACE, VoiceMeta
 router = APIRouter(tags=["voices"])
 
 
-def _owner(request: Request) -> tuple[str, bool]:
+def owner_of(request: Request) -> tuple[str, bool]:
     return getattr(request.state, "owner", None) or DEFAULT_NAMESPACE, bool(
         getattr(request.state, "is_admin", False)
     )
@@ -40,7 +40,7 @@ def voice_object(meta: VoiceMeta) -> VoiceObject:
     )
 
 
-def _uploaded_clip(data: bytes, transcript: str | None, settings: Settings) -> ReferenceVoice:
+def uploaded_clip(data: bytes, transcript: str | None, settings: Settings) -> ReferenceVoice:
     if len(data) > settings.max_voice_bytes:
         raise PayloadTooLargeError(f"The audio file exceeds {settings.max_voice_bytes} bytes.", param="file")
     samples, rate = decode_audio(data, max_seconds=settings.max_reference_seconds)
@@ -86,7 +86,7 @@ async def _form_fields(request: Request) -> tuple[str, bytes | None, str | None,
 @router.post("/v1/audio/voices", status_code=201, response_model=VoiceObject, summary="Register a voice")
 async def create_voice(request: Request) -> Any:
     state = request.app.state
-    owner, admin = _owner(request)
+    owner, admin = owner_of(request)
     name, data, spec, transcript = await _form_fields(request)
 
     def register() -> VoiceMeta:
@@ -94,7 +94,7 @@ async def create_voice(request: Request) -> Any:
 
         validate_name(name)
         if data is not None:
-            voice = _uploaded_clip(data, transcript, state.settings)
+            voice = uploaded_clip(data, transcript, state.settings)
         else:
             assert spec is not None
             voice = state.voice_resolver.resolve(spec, owner=owner, prompt_text=transcript, admin=admin)
@@ -120,7 +120,7 @@ async def create_voice(request: Request) -> Any:
 @router.get("/v1/audio/voices", response_model=VoiceList, summary="List voices (registered and presets)")
 async def list_voices(request: Request) -> VoiceList:
     state = request.app.state
-    owner, admin = _owner(request)
+    owner, admin = owner_of(request)
     metas = await asyncio.to_thread(state.voice_store.list, owner, admin=admin)
     data = [voice_object(m) for m in metas]
     registry = state.engines
@@ -138,7 +138,7 @@ async def list_voices(request: Request) -> VoiceList:
 
 @router.get("/v1/audio/voices/{voice_id}", response_model=VoiceObject, summary="Retrieve a registered voice")
 async def get_voice(voice_id: str, request: Request) -> VoiceObject:
-    owner, admin = _owner(request)
+    owner, admin = owner_of(request)
     meta = await asyncio.to_thread(request.app.state.voice_store.get, owner, voice_id, admin=admin)
     return voice_object(meta)
 
@@ -147,6 +147,6 @@ async def get_voice(voice_id: str, request: Request) -> VoiceObject:
     "/v1/audio/voices/{voice_id}", response_model=VoiceDeleted, summary="Delete a registered voice"
 )
 async def delete_voice(voice_id: str, request: Request) -> VoiceDeleted:
-    owner, admin = _owner(request)
+    owner, admin = owner_of(request)
     meta = await asyncio.to_thread(request.app.state.voice_store.delete, owner, voice_id, admin=admin)
     return VoiceDeleted(id=meta.id)

@@ -62,5 +62,10 @@ class SpeechRequest(BaseModel):
     )
     t_shift: float | None = Field(default=None, gt=0.0, le=1.0, description="Sampler time shift (ZipVoice).")
 
+    priority: Literal["speed", "balanced", "quality"] | None = Field(
+        default=None,
+        description="ZipVoice only: pick model, steps and guidance for speed, balance or quality (see /v1/audio/tune).",
+    )
+
     def voice_spec(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceId) else self.voice

@@ -75,7 +75,9 @@ def test_models_list_zipvoice_available(zv_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("form", ["registered", "registered_object", "file", "base64", "data"])
-def test_clone_from_each_source(zv_server: ServerProcess, registered: dict, prompt_b64: str, form: str) -> None:
+def test_clone_from_each_source(
+    zv_server: ServerProcess, registered: dict, prompt_b64: str, form: str
+) -> None:
     voice: object = {
         "registered": "fox",
         "registered_object": {"id": registered["id"]},
@@ -190,7 +192,9 @@ def test_registry_list_get_delete(zv_server: ServerProcess, reference_dir: Path)
         t = np.arange(24000 * 2) / 24000
         w.writeframes((0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
     base = zv_server.base_url + "/v1/audio/voices"
-    r = httpx.post(base, data={"name": "tone", "transcript": "a tone"}, files={"file": ("t.wav", buf.getvalue())})
+    r = httpx.post(
+        base, data={"name": "tone", "transcript": "a tone"}, files={"file": ("t.wav", buf.getvalue())}
+    )
     assert r.status_code == 201, r.text
     vid = r.json()["id"]
     dup = httpx.post(base, data={"name": "tone"}, files={"file": ("t.wav", buf.getvalue())})
@@ -207,3 +211,51 @@ def test_registry_list_get_delete(zv_server: ServerProcess, reference_dir: Path)
     assert garbage.status_code in (400, 415)
     assert set(garbage.json()["error"]) == {"message", "type", "param", "code"}
     json.dumps(listed)
+
+
+def test_analyze_upload_and_mismatch(zv_server: ServerProcess, reference_dir: Path) -> None:
+    wav = (reference_dir / "audio" / "prompt.wav").read_bytes()
+    url = zv_server.base_url + "/v1/audio/analyze"
+    good = httpx.post(
+        url, files={"file": ("p.wav", wav)}, data={"transcript": PROMPT_TEXT}, timeout=120
+    ).json()
+    bad = httpx.post(
+        url,
+        files={"file": ("p.wav", wav)},
+        data={"transcript": "She sells sea shells by the sea shore."},
+        timeout=120,
+    ).json()
+    assert 0.0 <= good["score"] <= 1.0
+    assert "transcript_mismatch" not in [w["code"] for w in good["warnings"]]
+    assert "transcript_mismatch" in [w["code"] for w in bad["warnings"]]
+    assert "quick brown fox" in good["whisper_transcript"].lower()
+    spec = httpx.post(url, json={"voice": "file+prompt.wav"}, timeout=120)
+    assert spec.status_code == 200 and spec.json()["transcript_source"] == "whisper"
+
+
+def test_registered_voice_quality(zv_server: ServerProcess, registered: dict) -> None:
+    r = httpx.get(f"{zv_server.base_url}/v1/audio/voices/{registered['id']}/quality")
+    assert r.status_code == 200
+    assert 0.0 <= r.json()["score"] <= 1.0
+    assert (
+        httpx.get(f"{zv_server.base_url}/v1/audio/voices/voice_AAAAAAAAAAAAAAAA/quality").status_code == 404
+    )
+
+
+def test_priority_and_tune_use_measured_rtf(zv_server: ServerProcess, registered: dict) -> None:
+    r = _speech(
+        zv_server, model="zipvoice", voice="fox", priority="speed", seed=1, input="Hello there, friend."
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Model-Backend"] == "zipvoice_distill"  # speed → the distilled model
+    tune = httpx.post(
+        zv_server.base_url + "/v1/audio/tune", json={"priority": "speed", "input": "Hello " * 20}
+    )
+    body = tune.json()
+    assert body["model"] == "zipvoice_distill" and body["num_steps"] == 4
+    assert body["rtf_source"] == "measured" and body["rtf"] > 0
+    assert body["estimated_seconds"] == pytest.approx(
+        body["estimated_audio_seconds"] * body["rtf"], rel=0.05, abs=0.011
+    )
+    quality = httpx.post(zv_server.base_url + "/v1/audio/tune", json={"priority": "quality"}).json()
+    assert quality["model"] == "zipvoice" and quality["num_steps"] == 16

@@ -1,0 +1,74 @@
+"""Reference-clip analysis and tuning: ``/v1/audio/analyze``, ``/v1/audio/voices/{id}/quality``,
+``/v1/audio/tune``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from api.audio.quality import analyze_clip
+from api.engines.base import ReferenceVoice
+from api.errors import InvalidRequestError, UnsupportedMediaError
+from api.routes.voices import owner_of, uploaded_clip
+from api.schemas.analysis import AnalyzeJSON, TuneRequest
+from api.synthesis.tuning import recommend
+
+router = APIRouter(tags=["analysis"])
+
+
+@router.post("/v1/audio/analyze", summary="Quality report of a reference clip (upload or any voice source)")
+async def analyze(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    owner, admin = owner_of(request)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4, max_part_size=state.settings.max_voice_bytes)
+        upload, transcript = form.get("file"), form.get("transcript")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequestError("Field 'file' (the audio to analyze) is required.", param="file")
+        data = await upload.read()
+        given = transcript if isinstance(transcript, str) and transcript.strip() else None
+
+        def run_upload() -> dict[str, Any]:
+            voice = uploaded_clip(data, given, state.settings)
+            return dict(state.reference.prepare(voice).quality)
+
+        return await asyncio.to_thread(run_upload)
+    if content_type.startswith("application/json"):
+        body = AnalyzeJSON.model_validate_json(await request.body())
+
+        def run_spec() -> dict[str, Any]:
+            voice = state.voice_resolver.resolve(
+                body.voice, owner=owner, prompt_text=body.transcript, admin=admin
+            )
+            if not isinstance(voice, ReferenceVoice):
+                raise InvalidRequestError(f"'{body.voice[:64]}' is not a reference clip.", param="voice")
+            return dict(state.reference.prepare(voice).quality)
+
+        return await asyncio.to_thread(run_spec)
+    raise UnsupportedMediaError("Send multipart/form-data (file, transcript) or JSON (voice, transcript).")
+
+
+@router.get("/v1/audio/voices/{voice_id}/quality", summary="Stored quality report of a registered voice")
+async def voice_quality(voice_id: str, request: Request) -> dict[str, Any]:
+    state = request.app.state
+    owner, admin = owner_of(request)
+
+    def run() -> dict[str, Any]:
+        meta = state.voice_store.get(owner, voice_id, admin=admin)
+        if meta.quality:
+            return dict(meta.quality)
+        samples, rate = state.voice_store.load_audio(meta)
+        return analyze_clip(samples, rate, transcript=meta.transcript).to_dict()
+
+    return await asyncio.to_thread(run)
+
+
+@router.post("/v1/audio/tune", summary="Recommended model and settings for a priority, with a time estimate")
+async def tune(body: TuneRequest, request: Request) -> dict[str, Any]:
+    state = request.app.state
+    rec = await asyncio.to_thread(recommend, state.engines, state.rtf, body.priority, body.input, body.speed)
+    return asdict(rec) | {"measured_rtfs": state.rtf.snapshot()}
