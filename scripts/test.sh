@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_dev.sh
+bash scripts/install_browser.sh   # Debian's Chromium for the web-player test (no-op when present)
 uv run --no-sync ruff check api tests scripts
 uv run --no-sync ruff format --check api tests scripts
 uv run --no-sync mypy
