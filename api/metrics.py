@@ -60,13 +60,22 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _route_name(scope: Scope) -> str:
+def _route_name(scope: Scope, root_path: str) -> str:
+    """The matched route's path template (bounded label values: never the raw path)."""
+    # Routing records the matched route in the scope. Matching again is the fallback: FastAPI's
+    # included routers are pathless route objects, which must not turn every route into one label.
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    mounted = str(scope.get("root_path", ""))
+    if mounted != root_path and mounted.startswith(root_path):  # a Mount (static files) took it
+        return mounted[len(root_path) :]
     app = scope.get("app")
     router = getattr(app, "router", None)
     for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
+        route_path = getattr(route, "path", None)
+        if isinstance(route_path, str) and route.matches(scope)[0] == Match.FULL:
+            return route_path
     return "unmatched"
 
 
@@ -81,6 +90,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        root_path = str(scope.get("root_path", ""))
 
         async def tracking_send(message: Message) -> None:
             nonlocal status
@@ -91,6 +101,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            route = _route_name(scope)
+            route = _route_name(scope, root_path)
             self.metrics.requests.labels(scope.get("method", ""), route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
