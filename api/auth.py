@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import AuthenticationError, error_response
 
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES = ("/web",)  # the player's static files; its API calls carry the key
+PUBLIC_PREFIXES = ("/web/",)  # the player's static files; its API calls carry the key
 
 
 def owner_for_key(key: str) -> str:
@@ -40,7 +40,8 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or scope.get("method") == "OPTIONS":
+        public = path in PUBLIC_PATHS or path == "/web" or path.startswith(PUBLIC_PREFIXES)
+        if public or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
         header = b""
