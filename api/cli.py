@@ -140,3 +140,34 @@ def _cli_transcriber(settings: Any) -> Any:
     from api.app import build_transcriber
 
     return build_transcriber(settings)
+
+
+def export(argv: list[str] | None = None) -> None:
+    """Export a ZipVoice checkpoint to ONNX (text_encoder.onnx, fm_decoder.onnx, *_int8.onnx)."""
+    parser = argparse.ArgumentParser(
+        prog="zipvoice-export",
+        description="Export a ZipVoice model directory (model.pt, model.json, tokens.txt) to ONNX "
+        "with the input/output names of upstream's published files, plus dynamic-int8 versions.",
+    )
+    parser.add_argument(
+        "model_dir", type=Path, help="variant directory holding model.pt, model.json, tokens.txt"
+    )
+    parser.add_argument("--out", type=Path, help="output directory (default: the model directory)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 files")
+    parser.add_argument("--int8-only", action="store_true", help="keep only the int8 files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from api.zipvoice.onnx_export import export_onnx
+
+    def progress(message: str) -> None:
+        print(f"zipvoice-export: {message}", flush=True)
+
+    try:
+        result = export_onnx(
+            args.model_dir, args.out, int8=not args.no_int8, fp32=not args.int8_only, progress=progress
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"zipvoice-export: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path in sorted(result.files.values()):
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
