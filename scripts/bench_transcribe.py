@@ -51,8 +51,12 @@ class BenchRow:
 
 def default_clips() -> list[tuple[str, np.ndarray, int, str | None]]:
     """(name, mono samples, rate, reference text) for the golden prompt and a 3× version."""
-    root = Path(os.environ.get("ZIPVOICE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" /
-                               "fixtures" / "zipvoice-reference"))
+    root = Path(
+        os.environ.get(
+            "ZIPVOICE_REFERENCE_DIR",
+            Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "zipvoice-reference",
+        )
+    )
     x, sr = decode_audio((root / "audio" / "prompt.wav").read_bytes(), max_seconds=60, mono=True)
     mono = x[0]
     pause = np.zeros(sr, np.float32)
@@ -77,7 +81,11 @@ def bench_transcribe(
     rows: list[BenchRow] = []
     for name in models:
         t = FasterWhisperTranscriber(
-            name, cache_dir=cache, allow_downloads=allow_downloads, device=device, cpu_threads=threads,
+            name,
+            cache_dir=cache,
+            allow_downloads=allow_downloads,
+            device=device,
+            cpu_threads=threads,
             word_timestamps=word_timestamps,
         )
         t.load()
@@ -91,13 +99,24 @@ def bench_transcribe(
                 times.append(time.perf_counter() - t0)
             audio_s = samples.shape[-1] / sr
             compute = statistics.median(times)
-            rows.append(BenchRow(
-                model=name, source=t.resolved.source, device=t.device, compute_type=str(t.compute_type),
-                threads=t.cpu_threads, load_s=t.load_seconds, clip=clip_name, audio_s=audio_s,
-                compute_s=compute, rtf=compute / audio_s, language=result.language,
-                language_probability=result.language_probability,
-                wer=wer(ref, result.text) if ref else None, text=result.text,
-            ))
+            rows.append(
+                BenchRow(
+                    model=name,
+                    source=t.resolved.source,
+                    device=t.device,
+                    compute_type=str(t.compute_type),
+                    threads=t.cpu_threads,
+                    load_s=t.load_seconds,
+                    clip=clip_name,
+                    audio_s=audio_s,
+                    compute_s=compute,
+                    rtf=compute / audio_s,
+                    language=result.language,
+                    language_probability=result.language_probability,
+                    wer=wer(ref, result.text) if ref else None,
+                    text=result.text,
+                )
+            )
     return rows
 
 
@@ -109,7 +128,11 @@ def to_markdown(rows: list[BenchRow]) -> str:
         "|---|---|---|---|---:|---:|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
-        lang = f"{r.language} ({r.language_probability:.2f})" if r.language_probability is not None else str(r.language)
+        lang = (
+            f"{r.language} ({r.language_probability:.2f})"
+            if r.language_probability is not None
+            else str(r.language)
+        )
         w = f"{r.wer:.0%}" if r.wer is not None else "–"
         out.append(
             f"| {r.model} | {r.source} | {r.device} | {r.compute_type} | {r.threads} | {r.load_s:.2f} | {r.clip} "
@@ -135,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         x, sr = decode_audio(args.audio.read_bytes(), max_seconds=600, mono=True)
         clips = [(args.audio.name, x[0], sr, args.text)]
     rows = bench_transcribe(
-        tuple(args.models), clips, repeats=args.repeats, device=args.device, threads=args.threads,
-        cache_dir=args.cache_dir, allow_downloads=args.allow_downloads,
+        tuple(args.models),
+        clips,
+        repeats=args.repeats,
+        device=args.device,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+        allow_downloads=args.allow_downloads,
         word_timestamps=not args.no_word_timestamps,
     )
     print(to_markdown(rows))

@@ -8,14 +8,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.settings import Settings  # noqa: E402
+from api.settings import Settings
 
 
 def _default(name: str) -> str:
     field = Settings.model_fields[name]
     if field.default_factory is not None:
         if name in ("voices_dir", "cache_dir", "web_dir"):
-            return {"voices_dir": "per-user data dir /voices", "cache_dir": "per-user cache dir", "web_dir": "./web"}[name]
+            return {
+                "voices_dir": "per-user data dir /voices",
+                "cache_dir": "per-user cache dir",
+                "web_dir": "./web",
+            }[name]
         value = field.default_factory()  # type: ignore[call-arg]
     else:
         value = field.default

@@ -63,7 +63,9 @@ def frame_power(x: np.ndarray, sr: int, frame_s: float = _FRAME_S, hop_s: float 
     return np.asarray((c[ends] - c[starts]) / np.maximum(ends - starts, 1))
 
 
-def activity_threshold_db(frame_db: np.ndarray, *, below_max_db: float = 40.0, floor_db: float = -75.0) -> float:
+def activity_threshold_db(
+    frame_db: np.ndarray, *, below_max_db: float = 40.0, floor_db: float = -75.0
+) -> float:
     """Frames above this level count as sound: ≥ 40 dB under the loudest, 4 dB over the noise floor."""
     if frame_db.size == 0:
         return floor_db
@@ -71,7 +73,9 @@ def activity_threshold_db(frame_db: np.ndarray, *, below_max_db: float = 40.0, f
     return max(float(frame_db.max()) - below_max_db, noise + 4.0, floor_db)
 
 
-def trim_silence(x: np.ndarray, sr: int, *, pad_s: float = 0.15, threshold_db: float | None = None) -> tuple[int, int]:
+def trim_silence(
+    x: np.ndarray, sr: int, *, pad_s: float = 0.15, threshold_db: float | None = None
+) -> tuple[int, int]:
     """Sample range ``[start, end)`` without leading/trailing silence, padded by ``pad_s``."""
     fdb = db(frame_power(x, sr))
     if fdb.size == 0:
@@ -152,7 +156,12 @@ def plan_cut(
 
 
 def _plan_cut(
-    x: np.ndarray, sr: int, sdb: np.ndarray, max_seconds: float, search: float, segments: Sequence[Segment] | None
+    x: np.ndarray,
+    sr: int,
+    sdb: np.ndarray,
+    max_seconds: float,
+    search: float,
+    segments: Sequence[Segment] | None,
 ) -> CutPlan:
     if segments:
         units, are_words = _units(segments)
@@ -269,7 +278,11 @@ class Loudness:
 
 
 def measure_loudness(
-    x: np.ndarray, sr: int, *, target_dbfs: float = TARGET_LOUDNESS_DBFS, ceiling_dbfs: float = PEAK_CEILING_DBFS
+    x: np.ndarray,
+    sr: int,
+    *,
+    target_dbfs: float = TARGET_LOUDNESS_DBFS,
+    ceiling_dbfs: float = PEAK_CEILING_DBFS,
 ) -> Loudness:
     """RMS/peak dBFS (full-scale sine = 0 dB peak, -3 dB RMS) and a normalisation gain hint."""
     if x.size == 0:
@@ -344,7 +357,9 @@ def prepare_reference(
     offset = start / sr
     segs = _shift(segments, offset) if segments else ()
     all_segs = segs
-    text = transcript if transcript is not None else (" ".join(s.text for s in segs).strip() if segs else None)
+    text = (
+        transcript if transcript is not None else (" ".join(s.text for s in segs).strip() if segs else None)
+    )
     aligned = True
     cut, at_pause = False, True
     method: CutMethod = "none"

@@ -70,7 +70,9 @@ class TranscriptCheck:
     mismatch: bool
 
 
-def check_transcript(given: str, whisper: str, thresholds: QualityThresholds | None = None) -> TranscriptCheck:
+def check_transcript(
+    given: str, whisper: str, thresholds: QualityThresholds | None = None
+) -> TranscriptCheck:
     """Compare a user transcript with Whisper's; mismatch when both WER and CER are over the limits."""
     t = thresholds or QualityThresholds()
     w, c = wer(given, whisper), cer(given, whisper)

@@ -88,10 +88,18 @@ class _Backend:
 
 _BACKENDS: dict[str, _Backend] = {
     "faster-whisper": _Backend(
-        "api.transcribe.faster_whisper", "FasterWhisperTranscriber", "faster_whisper", "whisper", "faster-whisper"
+        "api.transcribe.faster_whisper",
+        "FasterWhisperTranscriber",
+        "faster_whisper",
+        "whisper",
+        "faster-whisper",
     ),
     "openai-whisper": _Backend(
-        "api.transcribe.openai_whisper", "OpenAIWhisperTranscriber", "whisper", "openai-whisper", "openai-whisper"
+        "api.transcribe.openai_whisper",
+        "OpenAIWhisperTranscriber",
+        "whisper",
+        "openai-whisper",
+        "openai-whisper",
     ),
 }
 

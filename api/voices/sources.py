@@ -218,7 +218,9 @@ def parse_data_url(spec: str, max_bytes: int) -> bytes:
     if media and not (media.startswith("audio/") or media in ("application/octet-stream", "video/webm")):
         raise UnsupportedMediaError("data: URL voices must have an audio/* media type.", param=_PARAM)
     if params[-1] != "base64":
-        raise InvalidRequestError("data: URL voices must be base64-encoded.", param=_PARAM, code="invalid_data_url")
+        raise InvalidRequestError(
+            "data: URL voices must be base64-encoded.", param=_PARAM, code="invalid_data_url"
+        )
     return decode_base64_payload(payload, max_bytes)
 
 
@@ -241,11 +243,14 @@ class VoiceResolver:
         self.settings = settings
         self.store = store
         self.decoder: Decoder = decoder or _default_decoder
-        self.fetcher: UrlFetcher = fetcher or SafeFetcher(
-            max_bytes=settings.max_voice_bytes,
-            timeout=settings.voice_url_timeout,
-            allowed_hosts=settings.voice_url_allowed_hosts,
-        ).fetch
+        self.fetcher: UrlFetcher = (
+            fetcher
+            or SafeFetcher(
+                max_bytes=settings.max_voice_bytes,
+                timeout=settings.voice_url_timeout,
+                allowed_hosts=settings.voice_url_allowed_hosts,
+            ).fetch
+        )
         self.max_decoded_bytes = max_decoded_bytes or int(
             settings.max_reference_seconds * DECODED_BYTES_PER_SECOND
         )
@@ -264,7 +269,9 @@ class VoiceResolver:
         if isinstance(spec, Mapping):
             key = spec.get("id")
             if not isinstance(key, str) or not key or set(spec) != {"id"}:
-                raise InvalidRequestError("A voice object must be {\"id\": \"<voice id or name>\"}.", param=_PARAM)
+                raise InvalidRequestError(
+                    'A voice object must be {"id": "<voice id or name>"}.', param=_PARAM
+                )
             found = self._registered(key, namespace, admin, given, required=True)
             assert found is not None
             return found

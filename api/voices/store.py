@@ -69,12 +69,7 @@ def namespace_for(api_key: str | None) -> str:
 
 def validate_name(name: str) -> str:
     """Check a voice name: 1–64 of ``[A-Za-z0-9 _.-]``, not only dots, no edge spaces (else 400)."""
-    if (
-        not isinstance(name, str)
-        or not _NAME_RE.match(name)
-        or set(name) == {"."}
-        or name != name.strip()
-    ):
+    if not isinstance(name, str) or not _NAME_RE.match(name) or set(name) == {"."} or name != name.strip():
         raise InvalidRequestError(
             "Voice names are 1-64 characters of letters, digits, space, '_', '.', '-' "
             "(not only dots, no leading or trailing space).",

@@ -65,7 +65,9 @@ def test_mono_and_resample() -> None:
 def test_stereo_48k_becomes_mono_24k_and_is_trimmed(prompt: tuple[np.ndarray, int]) -> None:
     x, sr = prompt
     rng = np.random.default_rng(0)
-    padded = np.concatenate([np.zeros(int(1.5 * sr), np.float32), x, rng.normal(0, 3e-4, 2 * sr).astype(np.float32)])
+    padded = np.concatenate(
+        [np.zeros(int(1.5 * sr), np.float32), x, rng.normal(0, 3e-4, 2 * sr).astype(np.float32)]
+    )
     up = soxr.resample(padded, sr, 48000).astype(np.float32)
     p = prepare_reference(np.stack([up, up]), 48000, transcript=TEXT)
     assert p.samples.shape[0] == 1 and p.samples.dtype == np.float32 and p.sample_rate == 24000
@@ -131,9 +133,7 @@ def test_cut_keeps_transcript_and_audio_aligned(
 def test_whisper_missing_speech_is_flagged(repeated: tuple[np.ndarray, int]) -> None:
     """Timestamps that cover only the first sentence (Whisper skipped repeats) → not aligned."""
     x, sr = repeated
-    words = tuple(
-        Word(0.7 + 0.3 * i, 0.7 + 0.3 * (i + 1), w) for i, w in enumerate(TEXT.split())
-    )
+    words = tuple(Word(0.7 + 0.3 * i, 0.7 + 0.3 * (i + 1), w) for i, w in enumerate(TEXT.split()))
     segs = (Segment(0.7, 0.7 + 0.3 * 9, TEXT, words),)
     p = prepare_reference(x, sr, segments=segs, max_seconds=10.0)
     assert p.cut and not p.transcript_aligned and any("miss" in n for n in p.notes)

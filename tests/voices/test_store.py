@@ -35,14 +35,31 @@ def store(tmp_path: Path) -> FileVoiceStore:
 
 def test_create_layout_and_roundtrip(store: FileVoiceStore) -> None:
     audio = tone(channels=2)
-    meta = store.create("default", "Alice 1", audio, 16000, transcript="hello", transcript_source="given",
-                        quality={"snr_db": 30.0})
+    meta = store.create(
+        "default",
+        "Alice 1",
+        audio,
+        16000,
+        transcript="hello",
+        transcript_source="given",
+        quality={"snr_db": 30.0},
+    )
     assert is_voice_id(meta.id)
     vdir = store.root / "default" / meta.id
     assert sorted(p.name for p in vdir.iterdir()) == ["audio.wav", "meta.json"]
     on_disk = json.loads((vdir / "meta.json").read_text())
-    assert set(on_disk) >= {"id", "name", "created_at", "transcript", "transcript_source", "duration",
-                            "sample_rate", "channels", "quality", "owner"}
+    assert set(on_disk) >= {
+        "id",
+        "name",
+        "created_at",
+        "transcript",
+        "transcript_source",
+        "duration",
+        "sample_rate",
+        "channels",
+        "quality",
+        "owner",
+    }
     assert on_disk["owner"] == "default" and on_disk["channels"] == 2 and on_disk["duration"] == 0.5
     samples, rate = store.load_audio(store.get("default", "Alice 1"))
     assert rate == 16000 and samples.shape == audio.shape and samples.dtype == np.float32
@@ -254,7 +271,9 @@ def test_kill_9_mid_registration_loses_nothing(tmp_path: Path, seed: int) -> Non
     root = tmp_path / "voices"
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILL_SCRIPT, str(root), str(seed)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     done: list[str] = []
