@@ -23,7 +23,7 @@ SHORT = "Streaming starts here. Then a second sentence follows, a little longer 
 # First sentence alone (the server's streaming split), the rest packed into further chunks.
 LONG = "Hello there. " + " ".join(
     f"Paragraph {i} goes on about the weather, the sea, the harbour and the small boats that sail at dawn."
-    for i in range(1, 9)
+    for i in range(1, 7)
 )
 PCM_BYTES_PER_SECOND = 24000 * 2
 
@@ -181,7 +181,7 @@ def test_first_audio_long_before_the_end(long_run: LongRun) -> None:
     t = long_run.timed
     assert t.status == 200
     seconds = len(t.body) / PCM_BYTES_PER_SECOND
-    assert seconds > 30.0, seconds  # really a long text
+    assert seconds > 25.0, seconds  # really a long text
     assert t.first < t.total / 4, (t.first, t.total)
 
 
