@@ -1,0 +1,1 @@
+"""Helpers of the benchmark harness ``scripts/bench.py`` (assets, statistics, measurements)."""

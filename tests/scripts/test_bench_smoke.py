@@ -1,0 +1,120 @@
+"""Smoke test of the benchmark harness (``scripts/bench.py``): tiny settings, shape only, no timings.
+
+Runs the engine section with the fixture's tiny ZipVoice checkpoint and vocoder (1 repeat) in a
+subprocess, as a user would, and checks the JSON and markdown it writes; plus the pure helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from bench_lib.stats import fmt, percentile, summary  # noqa: E402
+
+
+def test_stats_helpers() -> None:
+    s = summary([3.0, 1.0, 2.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert summary([])["median"] is None and fmt(summary([])) == "–"
+    assert fmt(s) == "2.00 (1.00–3.00)"
+    assert percentile([1, 2, 3, 4], 95) == 4
+
+
+def test_goals_and_report_render(tmp_path: Path) -> None:
+    import bench  # scripts/bench.py
+
+    results = {
+        "engine": {
+            "rows": [
+                {
+                    "backend": "zipvoice_distill",
+                    "engine": "torch",
+                    "precision": "fp32",
+                    "output": "~5 s",
+                    "rtf": summary([2.0, 2.5, 3.0]),
+                    "peak_rss_mb": 900.0,
+                    "status": "ok",
+                },
+                {
+                    "backend": "zipvoice",
+                    "engine": "torch",
+                    "precision": "fp32",
+                    "output": "~5 s",
+                    "repeats": 0,
+                    "projected_rtf": 20.0,
+                    "status": "not run",
+                },
+            ]
+        },
+        "voice_reuse": {
+            "rows": [
+                {
+                    "backend": "zipvoice_distill",
+                    "size": "tiny",
+                    "audio_s": 5.0,
+                    "first_s": summary([1.0]),
+                    "second_s": summary([0.5]),
+                    "saved_s": 0.5,
+                    "gain": 0.5,
+                    "pair_gain": summary([0.5]),
+                }
+            ]
+        },
+    }
+    goals = bench.goals(results, [1.0, 1.0, 1.0])
+    assert {g["met"] for g in goals} <= {True, False, None}
+    assert any(g["met"] is None for g in goals)  # the projected (not measured) row
+    table = bench.md_goals(goals)
+    assert table.startswith("| goal |") and len(table.splitlines()) == len(goals) + 2
+    assert "~5 s" in bench.md_engine(results["engine"])
+
+
+@pytest.mark.slow
+def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
+    md, js = tmp_path / "b.md", tmp_path / "b.json"
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "bench.py"),
+        "--sections",
+        "engine",
+        "--zipvoice-size",
+        "tiny",
+        "--backends",
+        "zipvoice",
+        "--zipvoice-variants",
+        "zipvoice_distill",
+        "--outputs",
+        "5",
+        "--repeats",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--md",
+        str(md),
+        "--json",
+        str(js),
+    ]
+    env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(js.read_text())
+    assert set(data) == {"meta", "goals", "sections"}
+    meta = data["meta"]
+    for key in ("date", "command", "machine", "loadavg_start", "loadavg_end", "duration_s"):
+        assert key in meta
+    rows = data["sections"]["engine"]["rows"]
+    torch_rows = [r for r in rows if r["engine"] == "torch"]
+    assert len(torch_rows) == 1
+    row = torch_rows[0]
+    assert row["backend"] == "zipvoice_distill" and row["status"].startswith("ok"), row["status"]
+    assert row["repeats"] == 1 and row["rtf"]["n"] == 1 and row["peak_rss_mb"] > 0 and row["audio_s"] > 0
+    text = md.read_text()
+    assert "## Engine" in text and "## Goals" in text and "Load average at start" in text
