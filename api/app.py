@@ -40,8 +40,8 @@ def _warm(app: FastAPI) -> None:
             avail = state.engines.availability(backend)
             if not avail.ok:
                 log.warning("backend %s unavailable: %s", backend, avail.reason)
-                state.ready_detail = f"backend {backend} unavailable"
-                continue
+                state.ready_detail = f"backend {backend} unavailable: {avail.reason}"
+                return
             engine = state.engines.loaded(backend)
             if engine.voice_kind == "preset":
                 from api.engines.base import PresetVoice, SynthesisOptions
@@ -122,8 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(APIKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost but CORS: counts 401s too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

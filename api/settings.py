@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     """OpenAI model name → backend name (JSON object)."""
     engine: Literal["auto", "torch", "onnx", "trt"] = "auto"
     """How ZipVoice runs: auto picks TensorRT on a GPU with engines, else PyTorch CUDA, else ONNX int8, else PyTorch CPU."""
+    onnx_precision: Literal["fp32", "int8"] = "int8"
+    """Weights of the ONNX engine: int8 (dynamic quantisation, fastest on CPU) or fp32."""
     device: str = "auto"
     """Torch device for ZipVoice (auto, cpu, cuda, cuda:1 …)."""
     num_threads: int = 0

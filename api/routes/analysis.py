@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
 from api.audio.quality import analyze_clip
 from api.engines.base import ReferenceVoice
@@ -38,7 +39,14 @@ async def analyze(request: Request) -> dict[str, Any]:
 
         return await asyncio.to_thread(run_upload)
     if content_type.startswith("application/json"):
-        body = AnalyzeJSON.model_validate_json(await request.body())
+        try:
+            body = AnalyzeJSON.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first.get("loc", ())) or None
+            raise InvalidRequestError(
+                f"Invalid value for '{param}': {first.get('msg')}", param=param
+            ) from None
 
         def run_spec() -> dict[str, Any]:
             voice = state.voice_resolver.resolve(

@@ -25,6 +25,7 @@ def _model(registry: EngineRegistry, model_id: str) -> dict[str, Any]:
         "description": registry.spec(backend).description,
         "available": avail.ok,
         "unavailable_reason": avail.reason,
+        "runtime": getattr(registry.get(backend), "runtime", None),
     }
 
 
