@@ -12,14 +12,16 @@ Messages never contain stack traces, filesystem paths or object addresses.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class APIError(Exception):
@@ -132,6 +134,18 @@ _STATUS_TYPES = {
     429: RateLimitError,
     503: ServiceUnavailableError,
 }
+
+
+def parse_json_body(schema: type[ModelT], raw: bytes) -> ModelT:
+    """Validate a JSON body against ``schema``; any problem becomes a 400 naming the field."""
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            raise InvalidRequestError("The request body is not valid JSON.") from None
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise InvalidRequestError(f"Invalid value for '{param}': {first.get('msg')}", param=param) from None
 
 
 def error_response(err: APIError) -> JSONResponse:

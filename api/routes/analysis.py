@@ -8,11 +8,10 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 
 from api.audio.quality import analyze_clip
 from api.engines.base import ReferenceVoice
-from api.errors import InvalidRequestError, UnsupportedMediaError
+from api.errors import InvalidRequestError, UnsupportedMediaError, parse_json_body
 from api.routes.voices import owner_of, uploaded_clip
 from api.schemas.analysis import AnalyzeJSON, TuneRequest
 from api.synthesis.tuning import recommend
@@ -39,14 +38,7 @@ async def analyze(request: Request) -> dict[str, Any]:
 
         return await asyncio.to_thread(run_upload)
     if content_type.startswith("application/json"):
-        try:
-            body = AnalyzeJSON.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first.get("loc", ())) or None
-            raise InvalidRequestError(
-                f"Invalid value for '{param}': {first.get('msg')}", param=param
-            ) from None
+        body = parse_json_body(AnalyzeJSON, await request.body())
 
         def run_spec() -> dict[str, Any]:
             voice = state.voice_resolver.resolve(

@@ -7,11 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from api.audio.decode import decode_audio
 from api.engines.base import ReferenceVoice
-from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaError
+from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaError, parse_json_body
 from api.schemas.voices import VoiceCreateJSON, VoiceDeleted, VoiceList, VoiceObject
 from api.settings import Settings
 from api.voices.sources import audio_digest
@@ -69,14 +68,7 @@ async def _form_fields(request: Request) -> tuple[str, bytes | None, str | None,
         data = await upload.read()
         return name, data, None, transcript if isinstance(transcript, str) and transcript.strip() else None
     if content_type.startswith("application/json"):
-        try:
-            body = VoiceCreateJSON.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first.get("loc", ())) or None
-            raise InvalidRequestError(
-                f"Invalid value for '{param}': {first.get('msg')}", param=param
-            ) from None
+        body = parse_json_body(VoiceCreateJSON, await request.body())
         return body.name, None, body.audio, body.transcript
     raise UnsupportedMediaError(
         "Send multipart/form-data (name, file, transcript) or JSON (name, audio, transcript)."
