@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     """Directory with the Vocos vocoder (config.yaml, pytorch_model.bin)."""
     zipvoice_max_chunk_seconds: float = 25.0
     """Longest prompt + chunk duration handed to the model in one go; long text is split to fit."""
+    zipvoice_remove_long_silence: bool = False
+    """Shorten long pauses inside ZipVoice output (edge silence is always trimmed)."""
     prompt_cache_size: int = 32
     """Prepared prompts (features, tokens, transcript) kept in memory for reuse."""
 

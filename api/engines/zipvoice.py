@@ -413,6 +413,7 @@ class ZipVoiceEngine:
                     speed=options.speed,
                     t_shift=options.t_shift or d.t_shift,
                     seed=seed,
+                    remove_long_sil=self._settings.zipvoice_remove_long_silence,
                 )
             except ValueError as exc:  # e.g. text that yields no tokens
                 raise InvalidRequestError(f"Cannot synthesize this input: {exc}", param="input") from exc

@@ -90,3 +90,19 @@ def test_prompt_cache_is_bounded() -> None:
     for i in range(5):
         cache.put(str(i), i)
     assert len(cache) == 2 and cache.get("4") == 4 and cache.get("0") is None
+
+
+def test_remove_long_silence_setting_reaches_the_pipeline(
+    engine: ZipVoiceEngine, voice: ReferenceVoice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    original = engine._pipeline.generate
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("remove_long_sil"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine._pipeline, "generate", spy)
+    monkeypatch.setattr(engine._settings, "zipvoice_remove_long_silence", True)
+    list(engine.synthesize(["Pause test."], voice, SynthesisOptions(seed=1, num_steps=2)))
+    assert seen == [True]
