@@ -24,7 +24,7 @@ from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.reference import ReferencePrep
 from api.synthesis.service import SpeechService
 from api.synthesis.tuning import RTFTracker
-from api.transcribe.base import Transcriber
+from api.transcribe.factory import build_transcriber
 from api.voices.sources import VoiceResolver
 from api.voices.store import FileVoiceStore
 
@@ -62,24 +62,6 @@ def _warm(app: FastAPI) -> None:
             state.ready_detail = f"backend {name} failed to load"
             return
     state.ready.set()
-
-
-def build_transcriber(settings: Settings) -> Transcriber | None:
-    """The app's Whisper transcriber (lazy: the model loads on first use), or None if not installed."""
-    from api.transcribe.base import backend_installed, create_transcriber
-    from api.transcribe.cache import CachedTranscriber
-
-    if not backend_installed(settings.whisper_engine):
-        log.warning("%s is not installed: reference clips need a transcript", settings.whisper_engine)
-        return None
-    inner = create_transcriber(
-        settings.whisper_engine,
-        model=settings.whisper_model,
-        cache_dir=settings.cache_dir,
-        allow_downloads=settings.allow_downloads,
-        cpu_threads=settings.num_threads,
-    )
-    return CachedTranscriber(inner)
 
 
 def _build_voices(app: FastAPI, settings: Settings) -> None:

@@ -137,7 +137,7 @@ def synth(argv: list[str] | None = None) -> None:
 
 
 def _cli_transcriber(settings: Any) -> Any:
-    from api.app import build_transcriber
+    from api.transcribe.factory import build_transcriber
 
     return build_transcriber(settings)
 

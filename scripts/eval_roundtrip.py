@@ -29,12 +29,12 @@ SENTENCES = [
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
-    from api.app import build_transcriber
     from api.audio.decode import decode_audio
     from api.engines.base import PresetVoice, ReferenceVoice, SynthesisOptions, Voice
     from api.engines.registry import EngineRegistry
     from api.settings import Settings
     from api.text.wer import wer
+    from api.transcribe.factory import build_transcriber
     from api.voices.sources import audio_digest
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

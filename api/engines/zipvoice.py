@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from api.engines.base import AudioChunk, Availability, ReferenceVoice, SynthesisOptions, Voice
 from api.engines.registry import register_engine
 from api.errors import InvalidRequestError, ServiceUnavailableError
+from api.lru import LRUCache
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -198,37 +198,8 @@ def torch_device(setting: str) -> str:
     return setting
 
 
-class PromptCache:
-    """A small thread-safe LRU of prepared prompts."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(0, capacity)
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item
-
-    def put(self, key: str, value: Any) -> None:
-        if self.capacity == 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
+#: prepared prompts keyed by ``<clip digest>:<channels>`` (kept as a name for callers and tests)
+PromptCache = LRUCache
 
 
 class ZipVoiceEngine:
@@ -246,7 +217,7 @@ class ZipVoiceEngine:
         self._settings = settings
         self._lock = threading.Lock()
         self._pipeline: Any = None
-        self.prompts = PromptCache(settings.prompt_cache_size)
+        self.prompts: LRUCache[str, Any] = LRUCache(settings.prompt_cache_size)
         self.probe = RuntimeProbe()
         #: the runtime in use once loaded, e.g. ``onnx-int8 (cpu)``
         self.runtime: str | None = None

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from api.audio.quality import analyze_clip
 from api.engines.base import ReferenceVoice
 from api.errors import InvalidRequestError, UnsupportedMediaError, parse_json_body
-from api.routes.voices import owner_of, uploaded_clip
+from api.routes.voices import owner_of
 from api.schemas.analysis import AnalyzeJSON, TuneRequest
 from api.synthesis.tuning import recommend
 
@@ -33,7 +33,7 @@ async def analyze(request: Request) -> dict[str, Any]:
         given = transcript if isinstance(transcript, str) and transcript.strip() else None
 
         def run_upload() -> dict[str, Any]:
-            voice = uploaded_clip(data, given, state.settings)
+            voice = state.voice_resolver.clip_from_upload(data, given)
             return dict(state.reference.prepare(voice).quality)
 
         return await asyncio.to_thread(run_upload)

@@ -8,12 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.audio.decode import decode_audio
 from api.engines.base import ReferenceVoice
-from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaError, parse_json_body
+from api.errors import InvalidRequestError, UnsupportedMediaError, parse_json_body
 from api.schemas.voices import VoiceCreateJSON, VoiceDeleted, VoiceList, VoiceObject
-from api.settings import Settings
-from api.voices.sources import audio_digest
 from api.voices.store import DEFAULT_NAMESPACE, VoiceMeta
 
 router = APIRouter(tags=["voices"])
@@ -36,20 +33,6 @@ def voice_object(meta: VoiceMeta) -> VoiceObject:
         transcript=meta.transcript,
         transcript_source=meta.transcript_source,
         quality=meta.quality or None,
-    )
-
-
-def uploaded_clip(data: bytes, transcript: str | None, settings: Settings) -> ReferenceVoice:
-    if len(data) > settings.max_voice_bytes:
-        raise PayloadTooLargeError(f"The audio file exceeds {settings.max_voice_bytes} bytes.", param="file")
-    samples, rate = decode_audio(data, max_seconds=settings.max_reference_seconds)
-    return ReferenceVoice(
-        samples=samples,
-        sample_rate=rate,
-        transcript=transcript,
-        digest=audio_digest(samples, rate),
-        source="upload",
-        transcript_source="given" if transcript else None,
     )
 
 
@@ -86,7 +69,7 @@ async def create_voice(request: Request) -> Any:
 
         validate_name(name)
         if data is not None:
-            voice = uploaded_clip(data, transcript, state.settings)
+            voice = state.voice_resolver.clip_from_upload(data, transcript)
         else:
             assert spec is not None
             voice = state.voice_resolver.resolve(spec, owner=owner, prompt_text=transcript, admin=admin)

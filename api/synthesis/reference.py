@@ -7,40 +7,20 @@ clips (once per clip: results are cached by the clip's digest, in bounded LRU ca
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
 from api.audio.clip import prepare_reference
+from api.audio.digest import audio_digest
 from api.audio.quality import QualityReport, analyze_clip, quality_headers
 from api.engines.base import ReferenceVoice
 from api.errors import APIError
+from api.lru import LRUCache
 from api.settings import Settings
-from api.transcribe.base import Transcriber, Transcript
+from api.transcribe.base import Transcript
+from api.transcribe.cache import CachedTranscriber
 
 log = logging.getLogger(__name__)
-
-
-class _LRU:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            return None
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -54,17 +34,17 @@ class PreparedReference:
 
 
 class ReferencePrep:
-    def __init__(self, settings: Settings, transcriber: Transcriber | None) -> None:
+    def __init__(self, settings: Settings, transcriber: CachedTranscriber | None) -> None:
         self.settings = settings
         self.transcriber = transcriber
-        self._prepared = _LRU(settings.prompt_cache_size)
-        self._reports = _LRU(settings.prompt_cache_size * 4)
+        self._prepared: LRUCache[str, PreparedReference] = LRUCache(max(1, settings.prompt_cache_size))
+        self._reports: LRUCache[str, QualityReport] = LRUCache(max(1, settings.prompt_cache_size * 4))
 
     def _whisper(self, voice: ReferenceVoice) -> Transcript | None:
         if self.transcriber is None:
             return None
         try:
-            return self.transcriber.transcribe(voice.samples, voice.sample_rate)
+            return self.transcriber.transcribe(voice.samples, voice.sample_rate, digest=voice.digest)
         except APIError as exc:  # transcriber unavailable (no model offline…): carry on without
             log.warning("transcription unavailable: %s", exc.message)
             return None
@@ -85,7 +65,13 @@ class ReferencePrep:
         )
         transcript = clip.transcript
         if not clip.transcript_aligned and self.transcriber is not None:
-            kept = self._whisper(replace(voice, samples=clip.samples, sample_rate=clip.sample_rate))
+            kept_clip = replace(
+                voice,
+                samples=clip.samples,
+                sample_rate=clip.sample_rate,
+                digest=audio_digest(clip.samples, clip.sample_rate),
+            )
+            kept = self._whisper(kept_clip)
             if kept is not None and given is None:
                 transcript = kept.text.strip()
         if given is not None:

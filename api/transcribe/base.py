@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -22,7 +21,7 @@ import numpy as np
 from api.errors import InvalidRequestError, ServiceUnavailableError
 
 if TYPE_CHECKING:
-    from api.settings import Settings
+    pass
 
 WHISPER_SAMPLE_RATE = 16000
 
@@ -144,38 +143,6 @@ def create_transcriber(name: str = DEFAULT_BACKEND, **options: Any) -> Transcrib
     factory = getattr(module, b.cls)
     transcriber: Transcriber = factory(**options)
     return transcriber
-
-
-_shared: dict[tuple[str, str], Transcriber] = {}
-_shared_lock = threading.Lock()
-
-
-def get_transcriber(settings: Settings | None = None) -> Transcriber:
-    """The process-wide transcriber for the settings (``whisper_engine``, ``whisper_model``, …).
-
-    Wrapped in a :class:`~api.transcribe.cache.CachedTranscriber`; one instance per
-    (engine, model), so the model loads once per process.
-    """
-    from api.transcribe.cache import CachedTranscriber
-
-    if settings is None:
-        from api.settings import Settings
-
-        settings = Settings()
-    key = (settings.whisper_engine, settings.whisper_model)
-    with _shared_lock:
-        found = _shared.get(key)
-        if found is None:
-            inner = create_transcriber(
-                settings.whisper_engine,
-                model=settings.whisper_model,
-                cache_dir=settings.cache_dir,
-                allow_downloads=settings.allow_downloads,
-                cpu_threads=settings.num_threads,
-            )
-            found = CachedTranscriber(inner)
-            _shared[key] = found
-        return found
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:

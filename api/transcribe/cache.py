@@ -1,63 +1,40 @@
-"""A bounded LRU cache of transcripts keyed by the audio's sha256."""
+"""A bounded LRU cache of transcripts keyed by the audio digest (:func:`api.audio.digest.audio_digest`)."""
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
+from api.audio.digest import audio_digest
+from api.lru import LRUCache
 from api.transcribe.base import Transcriber, Transcript
-
-
-def audio_digest(samples: np.ndarray, sample_rate: int) -> str:
-    """sha256 of the float32 samples (C order), their shape and the sample rate."""
-    arr = np.ascontiguousarray(samples, dtype=np.float32)
-    h = hashlib.sha256()
-    h.update(f"{sample_rate}:{arr.shape}:".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 class TranscriptCache:
     """Thread-safe LRU mapping ``(digest, language, model)`` → :class:`Transcript`."""
 
     def __init__(self, maxsize: int = 128) -> None:
-        self.maxsize = max(0, maxsize)
-        self._items: OrderedDict[tuple[str, str | None, str], Transcript] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._lru: LRUCache[tuple[str, str | None, str], Transcript] = LRUCache(maxsize)
+        self.maxsize = self._lru.capacity
+
+    @property
+    def hits(self) -> int:
+        return self._lru.hits
+
+    @property
+    def misses(self) -> int:
+        return self._lru.misses
 
     def get(self, digest: str, language: str | None = None, model: str = "") -> Transcript | None:
-        key = (digest, language, model)
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found
+        return self._lru.get((digest, language, model))
 
     def put(self, digest: str, transcript: Transcript, language: str | None = None, model: str = "") -> None:
-        if self.maxsize == 0:
-            return
-        key = (digest, language, model)
-        with self._lock:
-            self._items[key] = transcript
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+        self._lru.put((digest, language, model), transcript)
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        self._lru.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
+        return len(self._lru)
 
 
 class CachedTranscriber:

@@ -25,7 +25,6 @@ given by the caller overrides any stored transcript (``transcript_source="given"
 from __future__ import annotations
 
 import binascii
-import hashlib
 import os
 import stat
 from collections import deque
@@ -35,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from api.audio.digest import audio_digest
 from api.engines.base import PresetVoice, ReferenceVoice, Voice
 from api.errors import (
     InvalidRequestError,
@@ -62,7 +62,7 @@ class Decoder(Protocol):
 
 
 UrlFetcher = Callable[[str], FetchResult]
-SourceKind = Literal["registered", "file", "url", "base64"]
+SourceKind = Literal["registered", "file", "url", "base64", "upload"]
 
 
 def _default_decoder(
@@ -71,14 +71,6 @@ def _default_decoder(
     from api.audio.decode import decode_audio  # lazy: PyAV is heavy
 
     return decode_audio(data, max_seconds=max_seconds, max_decoded_bytes=max_decoded_bytes)
-
-
-def audio_digest(samples: np.ndarray, sample_rate: int) -> str:
-    """sha256 of ``b"<rate>:<channels>:"`` + the float32 little-endian samples, C order."""
-    arr = np.ascontiguousarray(samples, dtype="<f4")
-    h = hashlib.sha256(f"{int(sample_rate)}:{arr.shape[0]}:".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def file_not_found() -> NotFoundError:
@@ -324,6 +316,15 @@ class VoiceResolver:
             voice_id=meta.id,
             transcript_source=source,
         )
+
+    def clip_from_upload(self, data: bytes, transcript: str | None) -> ReferenceVoice:
+        """A reference clip from uploaded bytes (size-capped, then decoded like every other source)."""
+        if len(data) > self.settings.max_voice_bytes:
+            raise PayloadTooLargeError(
+                f"The audio file exceeds {self.settings.max_voice_bytes} bytes.", param="file"
+            )
+        given = transcript if transcript is not None and transcript.strip() else None
+        return self._clip(data, "upload", given)
 
     def _clip(self, data: bytes, source: SourceKind, given: str | None) -> ReferenceVoice:
         samples, rate = self.decoder(

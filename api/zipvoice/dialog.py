@@ -40,7 +40,7 @@ from api.zipvoice.audio_prep import (
     resample,
     synthesize_features_to_wav,
 )
-from api.zipvoice.pipeline import GenerationResult, SpeechModel, Tokenizer, ZipVoicePipeline
+from api.zipvoice.pipeline import GenerationResult, SpeechModel, Tokenizer, ZipVoicePipeline, pack_units
 
 SPEAKER_1 = "[S1]"
 SPEAKER_2 = "[S2]"
@@ -113,18 +113,7 @@ def chunk_tokens_dialog(tokens: list[str], max_tokens: int = 100) -> list[list[s
     if current:
         exchanges.append(current)
 
-    chunks: list[list[str]] = []
-    chunk: list[str] = []
-    for exchange in exchanges:
-        if len(chunk) + len(exchange) <= max_tokens:
-            chunk.extend(exchange)
-        else:
-            if chunk:
-                chunks.append(chunk)
-            chunk = exchange
-    if chunk:
-        chunks.append(chunk)
-    return chunks
+    return pack_units(exchanges, max_tokens)
 
 
 def join_dialog_prompts(clips: list[Tensor], num_channels: int) -> Tensor:

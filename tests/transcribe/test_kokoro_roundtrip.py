@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.app import build_transcriber
 from api.engines.base import PresetVoice, SynthesisOptions
 from api.engines.kokoro import KokoroEngine
 from api.settings import Settings
 from api.text.wer import wer
+from api.transcribe.factory import build_transcriber
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
