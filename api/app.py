@@ -59,7 +59,7 @@ def _warm(app: FastAPI) -> None:
             log.info("backend %s ready", backend)
         except Exception:
             log.exception("warming %s failed", name)
-            state.ready_detail = f"backend {name} failed to load"
+            state.ready_detail = f"backend {name[:40]!r} failed to load"
             return
     state.ready.set()
 
