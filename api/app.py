@@ -20,7 +20,7 @@ from api.middleware import BodyLimitMiddleware
 from api.routes import analysis, models, ops, speech, voices
 from api.routes.web import mount_web
 from api.settings import Settings
-from api.synthesis.limiter import SynthesisLimiter
+from api.synthesis.limiter import ReferenceLimiter, SynthesisLimiter
 from api.synthesis.reference import ReferencePrep
 from api.synthesis.service import SpeechService
 from api.synthesis.tuning import RTFTracker
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.settings = settings
     state.engines = EngineRegistry(settings)
     state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+    state.reference_limiter = ReferenceLimiter(settings.reference_concurrency, settings.reference_queue)
     state.metrics = Metrics()
     state.rtf = RTFTracker()
     state.ready = threading.Event()

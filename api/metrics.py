@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Match
@@ -55,9 +56,33 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("zvs_synthesis_queue_depth", "Requests waiting for a slot", registry=r)
+        self.reference_in_flight = Gauge(
+            "zvs_reference_in_flight", "Reference clips being prepared (fetch, decode, Whisper)", registry=r
+        )
+        self.reference_queue_depth = Gauge(
+            "zvs_reference_queue_depth", "Requests waiting for a reference-preparation slot", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# Every label value comes from a closed set, never from the client: otherwise each new value is a
+# new time series, kept for the life of the process (unbounded memory, slow /metrics).
+UNKNOWN = "unknown"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def model_label(resolve: Callable[[str], str], model: str) -> str:
+    """The backend a model name maps to (backends and configured aliases), else ``unknown``."""
+    try:
+        return resolve(model)
+    except Exception:
+        return UNKNOWN
+
+
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "other"
 
 
 def _route_name(scope: Scope, root_path: str) -> str:
@@ -102,5 +127,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             route = _route_name(scope, root_path)
-            self.metrics.requests.labels(scope.get("method", ""), route, str(status)).inc()
+            method = method_label(str(scope.get("method", "")))
+            self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     """Syntheses running at once."""
     max_queue: int = 8
     """Requests waiting for a synthesis slot; beyond this, 429."""
+    reference_concurrency: int = 2
+    """Reference preparations (url+ fetch, decode, clean-up, Whisper) running at once; separate from synthesis slots."""
+    reference_queue: int = 8
+    """Requests waiting for a reference-preparation slot; beyond this, 429."""
 
     # --- transcription ----------------------------------------------------------------------
     whisper_model: str = "base"

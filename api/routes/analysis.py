@@ -36,7 +36,8 @@ async def analyze(request: Request) -> dict[str, Any]:
             voice = state.voice_resolver.clip_from_upload(data, given)
             return dict(state.reference.prepare(voice).quality)
 
-        return await asyncio.to_thread(run_upload)
+        async with state.reference_limiter.slot():  # decode + Whisper: a reference slot (429 when full)
+            return await asyncio.to_thread(run_upload)
     if content_type.startswith("application/json"):
         body = parse_json_body(AnalyzeJSON, await request.body())
 
@@ -48,7 +49,8 @@ async def analyze(request: Request) -> dict[str, Any]:
                 raise InvalidRequestError(f"'{body.voice[:64]}' is not a reference clip.", param="voice")
             return dict(state.reference.prepare(voice).quality)
 
-        return await asyncio.to_thread(run_spec)
+        async with state.reference_limiter.slot():  # fetch + decode + Whisper: a reference slot
+            return await asyncio.to_thread(run_spec)
     raise UnsupportedMediaError("Send multipart/form-data (file, transcript) or JSON (voice, transcript).")
 
 

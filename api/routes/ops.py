@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,4 +32,7 @@ async def metrics(request: Request) -> Response:
     state.metrics.in_flight.set(state.limiter.in_flight)
     state.metrics.queue_depth.set(state.limiter.waiting)
     state.metrics.producers.set(state.speech.producers)
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    state.metrics.reference_in_flight.set(state.reference_limiter.in_flight)
+    state.metrics.reference_queue_depth.set(state.reference_limiter.waiting)
+    body = await asyncio.to_thread(state.metrics.render)  # rendering is O(series): off the event loop
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

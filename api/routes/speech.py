@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from api.audio.encode import CONTENT_TYPES, StreamEncoder
 from api.engines.base import AudioChunk
 from api.errors import APIError
-from api.metrics import Metrics
+from api.metrics import Metrics, model_label
 from api.schemas.speech import SpeechRequest
 from api.synthesis.limiter import SynthesisLimiter
 from api.synthesis.service import SpeechPlan, SpeechService
@@ -122,21 +122,27 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     owner: str | None = getattr(request.state, "owner", None)
 
     started = time.perf_counter()
-    if body.priority is not None:
-        body = await apply_priority(body, state)
     stack = AsyncExitStack()
     try:
         service.check_input(body.input)  # a bad input gets its 400 at once, not after a wait for a slot
-        await stack.enter_async_context(limiter.slot())
+        if body.priority is not None:
+            body = await apply_priority(body, state)
         admin = bool(getattr(request.state, "is_admin", False))
-        plan = await service.plan(body, owner=owner, admin=admin, streaming=True)
+        # The voice first, under a reference slot (a slow url+ fetch or a Whisper pass must not
+        # hold a synthesis slot); then the synthesis slot.
+        prepared = await service.prepare_voice(
+            body, owner=owner, admin=admin, reference_slots=state.reference_limiter
+        )
+        await stack.enter_async_context(limiter.slot())
+        plan = await service.plan(body, owner=owner, admin=admin, streaming=True, prepared=prepared)
         chunks = service.stream(plan, on_chunk=metrics.chunks.labels(plan.backend).inc)
         stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
         # The first chunk is computed before the response starts, so its errors get a proper status.
         first = await anext(chunks)
     except BaseException as exc:
         await stack.aclose()
-        metrics.speech.labels(body.model[:40], str(getattr(exc, "status_code", 500))).inc()
+        label = model_label(state.engines.resolve_model, body.model)  # never the client's string
+        metrics.speech.labels(label, str(getattr(exc, "status_code", 500))).inc()
         raise
     metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
 

@@ -88,7 +88,9 @@ async def create_voice(request: Request) -> Any:
             quality=prepared.quality,
         )
 
-    meta = await asyncio.to_thread(register)
+    # Fetch, decode, clean-up and Whisper run under a reference slot (429 + Retry-After when full).
+    async with state.reference_limiter.slot():
+        meta = await asyncio.to_thread(register)
     return JSONResponse(voice_object(meta).model_dump(), status_code=201)
 
 

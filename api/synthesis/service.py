@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from api.engines.registry import EngineRegistry
 from api.errors import InvalidRequestError
 from api.schemas.speech import SpeechRequest
 from api.settings import Settings
+from api.synthesis.limiter import Limiter
 from api.synthesis.reference import ReferencePrep
 from api.text.split import split_text
 
@@ -31,6 +33,15 @@ class VoiceResolverLike(Protocol):
     def resolve(
         self, spec: str, *, owner: str | None = None, prompt_text: str | None = None, admin: bool = False
     ) -> Voice: ...
+
+
+@dataclass(frozen=True)
+class PreparedVoice:
+    """A request's backend (loaded) and its voice, ready for the engine."""
+
+    backend: str
+    engine: SpeechEngine
+    voice: Voice
 
 
 @dataclass
@@ -112,13 +123,23 @@ class SpeechService:
             t_shift=req.t_shift,
         )
 
-    async def plan(
-        self, req: SpeechRequest, *, owner: str | None = None, admin: bool = False, streaming: bool = False
-    ) -> SpeechPlan:
+    async def prepare_voice(
+        self,
+        req: SpeechRequest,
+        *,
+        owner: str | None = None,
+        admin: bool = False,
+        reference_slots: Limiter | None = None,
+    ) -> PreparedVoice:
+        """Step 1, before any synthesis slot: load the backend and resolve the voice.
+
+        Reference voices (fetch, decode, clean-up, Whisper) are prepared under a slot of
+        ``reference_slots`` (429 when its queue is full); preset voices need none.
+        """
         self.check_input(req.input)
         backend = self.engines.resolve_model(req.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
-        voice = await asyncio.to_thread(
+        resolve = functools.partial(
             self.resolve_voice,
             req.voice_spec(),
             engine,
@@ -126,6 +147,26 @@ class SpeechService:
             prompt_text=req.prompt_text,
             admin=admin,
         )
+        if engine.voice_kind == "preset" or reference_slots is None:
+            voice = await asyncio.to_thread(resolve)
+        else:
+            async with reference_slots.slot():
+                voice = await asyncio.to_thread(resolve)
+        return PreparedVoice(backend, engine, voice)
+
+    async def plan(
+        self,
+        req: SpeechRequest,
+        *,
+        owner: str | None = None,
+        admin: bool = False,
+        streaming: bool = False,
+        prepared: PreparedVoice | None = None,
+    ) -> SpeechPlan:
+        """Step 2 (cheap): split the text. Without ``prepared``, step 1 runs here first."""
+        if prepared is None:
+            prepared = await self.prepare_voice(req, owner=owner, admin=admin)
+        backend, engine, voice = prepared.backend, prepared.engine, prepared.voice
         if engine.whole_text:
             chunks = [req.input]
         else:
