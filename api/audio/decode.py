@@ -4,13 +4,22 @@ Any container/codec FFmpeg can demux works: WAV (8/16/24/32-bit integer and floa
 Ogg Vorbis, Ogg Opus, M4A/AAC, ADTS AAC, WebM/Matroska Opus (browsers' ``MediaRecorder``), and raw
 headerless s16le when the caller says so with :class:`RawPCM`.
 
-Decoding is incremental and bounded: it stops with :class:`~api.errors.PayloadTooLargeError` (413)
-as soon as the decoded audio passes ``max_seconds`` or ``max_decoded_bytes`` (float32 bytes at the
-source rate), so a small compressed upload can never expand into a huge buffer. Errors a client
+Decoding is incremental and bounded, whatever a header or a frame claims. Before each decoded frame
+is converted (and before anything is resampled) the *projected* output is checked: the samples so far
+plus this frame's, at the source rate and at ``target_rate``, times the channels, against
+``max_seconds`` and ``max_decoded_bytes`` (float32 bytes). Passing either stops decoding with
+:class:`~api.errors.PayloadTooLargeError` (413), so a small compressed upload can never expand into a
+huge buffer: memory per call is bounded by the limits (the kept frames plus one final concatenation),
+not by the file. Sample rates outside ``MIN_RATE``–``MAX_RATE`` are refused before anything is
+decoded or resampled, so ``soxr`` never sees a ratio above ``MAX_RATE / MIN_RATE``. Errors a client
 sees never contain paths or FFmpeg internals:
 
 * empty body, or a file with no samples → :class:`~api.errors.InvalidRequestError` (400);
-* not recognizable as audio, no audio stream, or undecodable → :class:`~api.errors.UnsupportedMediaError` (415).
+* a stream that changes its sample rate, channel count or channel layout after the first frame
+  (the "per-frame rate drop" decode bomb: a 48 kHz FLAC frame followed by frames claiming 1 Hz) →
+  :class:`~api.errors.InvalidRequestError` (400, ``audio_format_change``);
+* not recognizable as audio, no audio stream, undecodable, a sample rate outside the supported range
+  or too many channels → :class:`~api.errors.UnsupportedMediaError` (415).
 
 A truncated or partly corrupt file yields the audio that could be decoded (as FFmpeg's CLI does);
 it is an error only when nothing decodes at all.
@@ -35,6 +44,11 @@ log = logging.getLogger(__name__)
 MAX_CHANNELS = 8
 #: Decode errors tolerated (packets skipped) before the file is given up as corrupt.
 MAX_PACKET_ERRORS = 50
+#: Lowest and highest sample rates accepted (Hz), in a header, a frame or ``target_rate``.
+MIN_RATE = 1_000
+MAX_RATE = 384_000
+#: Most samples (per channel) one decoded frame may hold; real codecs stay far below (FLAC: 65535).
+MAX_FRAME_SAMPLES = 1 << 20
 
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, ValueError, OSError, EOFError, IndexError)
 
@@ -72,10 +86,27 @@ def _frame_to_float(frame: av.AudioFrame, channels: int) -> np.ndarray:
     return out
 
 
+def _rate_ok(rate: int) -> bool:
+    return MIN_RATE <= rate <= MAX_RATE
+
+
+def _bad_rate(rate: int) -> UnsupportedMediaError:
+    return _unsupported(
+        f"The audio's sample rate ({rate} Hz) is outside the supported range ({MIN_RATE}-{MAX_RATE} Hz)."
+    )
+
+
+def _format_change(what: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"The audio changes its {what} midway; a stream must keep one format throughout.",
+        code="audio_format_change",
+    )
+
+
 def _open(data: bytes, raw: RawPCM | None) -> Any:
     kwargs: dict[str, Any] = {}
     if raw is not None:
-        if raw.sample_rate <= 0 or not 1 <= raw.channels <= MAX_CHANNELS:
+        if not _rate_ok(raw.sample_rate) or not 1 <= raw.channels <= MAX_CHANNELS:
             raise InvalidRequestError("Invalid raw PCM parameters.")
         if len(data) % (2 * raw.channels):
             raise InvalidRequestError("Raw PCM data is not a whole number of 16-bit sample frames.")
@@ -102,31 +133,55 @@ def decode_audio(
     """Decode ``data`` to float32 ``(channels, n)`` in [-1, 1] and its sample rate.
 
     ``target_rate`` resamples (soxr, high quality); ``mono`` averages the channels. The
-    ``max_seconds``/``max_decoded_bytes`` limits are checked frame by frame while decoding.
+    ``max_seconds``/``max_decoded_bytes`` limits are checked frame by frame while decoding, on the
+    projected output (at the source rate and at ``target_rate``) before each frame is converted.
     """
     if max_seconds <= 0:
         raise ValueError("max_seconds must be positive")
-    if target_rate is not None and target_rate <= 0:
-        raise ValueError("target_rate must be positive")
+    if target_rate is not None and not _rate_ok(target_rate):
+        raise ValueError(f"target_rate must be within {MIN_RATE}-{MAX_RATE} Hz")
+    if max_decoded_bytes is not None and max_decoded_bytes <= 0:
+        raise ValueError("max_decoded_bytes must be positive")
     if not data:
         raise InvalidRequestError("The audio file is empty.", code="empty_audio")
 
     container = _open(bytes(data), raw)
     try:
-        samples, rate = _decode_stream(container, max_seconds, max_decoded_bytes)
+        samples, rate = _decode_stream(
+            container, _Limits(max_seconds, max_decoded_bytes, target_rate, 1 if mono else None)
+        )
     finally:
         container.close()
 
     if mono and samples.shape[0] > 1:
         samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
     if target_rate is not None and target_rate != rate:
-        if max_decoded_bytes is not None:
-            out_bytes = samples.shape[1] * target_rate // rate * samples.shape[0] * 4
-            if out_bytes > max_decoded_bytes:
-                raise _too_large_bytes(max_decoded_bytes)
-        samples = _resample(samples, rate, target_rate)
+        samples = _resample(samples, rate, target_rate)  # the size was checked while decoding
         rate = target_rate
     return samples, rate
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The running limits of one decode: ``out_channels`` is 1 when downmixing, else the source's."""
+
+    max_seconds: float
+    max_bytes: int | None
+    target_rate: int | None
+    out_channels: int | None
+
+    def check(self, total: int, rate: int, channels: int) -> None:
+        """Refuse (413) before ``total`` samples per channel at ``rate`` Hz are converted/resampled."""
+        if total > self.max_seconds * rate:
+            raise _too_large_seconds(self.max_seconds)
+        if self.max_bytes is None:
+            return
+        if total * channels * 4 > self.max_bytes:  # the float32 frames kept while decoding
+            raise _too_large_bytes(self.max_bytes)
+        if self.target_rate is not None and self.target_rate != rate:
+            out = -(-total * self.target_rate // rate)  # soxr's output length, rounded up
+            if out * (self.out_channels or channels) * 4 > self.max_bytes:
+                raise _too_large_bytes(self.max_bytes)
 
 
 def _too_large_seconds(max_seconds: float) -> PayloadTooLargeError:
@@ -150,17 +205,20 @@ def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return out
 
 
-def _decode_stream(container: Any, max_seconds: float, max_bytes: int | None) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream frame by frame, enforcing the limits as it goes."""
+def _decode_stream(container: Any, limits: _Limits) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream frame by frame, enforcing the limits before each conversion."""
     if not container.streams.audio:
         raise _unsupported("The file contains no audio stream.")
     stream = container.streams.audio[0]
+    declared = int(stream.rate or 0)
+    if declared and not _rate_ok(declared):  # a header's claim: refuse before decoding anything
+        raise _bad_rate(declared)
 
     chunks: list[np.ndarray] = []
     rate = 0
     channels = 0
+    layout = ""
     total = 0
-    limit_samples = 0.0
     errors = 0
 
     packets = container.demux(stream)
@@ -186,24 +244,27 @@ def _decode_stream(container: Any, max_seconds: float, max_bytes: int | None) ->
             if n == 0:
                 continue
             frame_channels = int(frame.layout.nb_channels)
+            frame_layout = str(frame.layout.name)
             frame_rate = int(frame.rate or stream.rate or 0)
             if not rate:
                 if frame_rate <= 0:
                     raise _unsupported("The audio has no valid sample rate.")
+                if not _rate_ok(frame_rate):
+                    raise _bad_rate(frame_rate)
                 if not 1 <= frame_channels <= MAX_CHANNELS:
                     raise _unsupported(f"The audio has an unsupported channel count (max {MAX_CHANNELS}).")
-                rate, channels = frame_rate, frame_channels
-                limit_samples = max_seconds * rate
+                rate, channels, layout = frame_rate, frame_channels, frame_layout
+            elif frame_rate != rate:  # never resampled: a 1 Hz frame after 48 kHz ones is a bomb
+                raise _format_change("sample rate")
             elif frame_channels != channels:
-                raise _unsupported("The audio changes its channel count midway; this is not supported.")
-            x = _frame_to_float(frame, frame_channels)
-            if frame_rate != rate:  # rare mid-stream rate change (e.g. chained streams)
-                x = _resample(x, frame_rate, rate)
+                raise _format_change("channel count")
+            elif frame_layout != layout:
+                raise _format_change("channel layout")
+            if n > MAX_FRAME_SAMPLES:
+                raise _unsupported("The audio has an oversized frame; the file looks corrupt.")
+            limits.check(total + n, rate, channels)  # before converting (allocating) this frame
+            x = _frame_to_float(frame, channels)
             total += x.shape[1]
-            if total > limit_samples:
-                raise _too_large_seconds(max_seconds)
-            if max_bytes is not None and total * channels * 4 > max_bytes:
-                raise _too_large_bytes(max_bytes)
             chunks.append(x)
         if packet is None:
             break
