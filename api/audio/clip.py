@@ -213,6 +213,32 @@ def _shift(segments: Sequence[Segment], offset: float) -> tuple[Segment, ...]:
     )
 
 
+def fit_segments(segments: Sequence[Segment], duration: float) -> tuple[Segment, ...]:
+    """Segments (and their words) clipped into ``[0, duration]``; those left empty are dropped.
+
+    Times must already be relative to the kept audio (see :func:`_shift`). Whisper's boundaries
+    overlap pauses and differ between machines, so a kept segment may start before the trimmed
+    start or end after the cut; this makes every span lie inside the clip, in the input order.
+    """
+    duration = max(0.0, float(duration))
+
+    def clip(t: float) -> float:
+        return min(max(float(t), 0.0), duration)
+
+    out: list[Segment] = []
+    for s in segments:
+        start, end = clip(s.start), clip(s.end)
+        if end <= start:
+            continue
+        words = []
+        for w in s.words:
+            ws, we = max(clip(w.start), start), min(clip(w.end), end)
+            if we > ws:
+                words.append(replace(w, start=ws, end=we))
+        out.append(replace(s, start=start, end=end, words=tuple(words)))
+    return tuple(out)
+
+
 def _keep_units(segments: Sequence[Segment], n: int, are_words: bool) -> tuple[Segment, ...]:
     if not are_words:
         return tuple(segments[:n])
@@ -312,7 +338,8 @@ class PreparedClip:
     #: False when the transcript may not match the kept audio (cut without timestamps, or
     #: Whisper's timestamps miss speech): re-transcribe the kept audio
     transcript_aligned: bool
-    segments: tuple[Segment, ...]  # kept Whisper segments, times relative to the kept audio
+    #: kept Whisper segments, re-based to the kept audio and clipped into [0, duration]
+    segments: tuple[Segment, ...]
     original_duration: float
     start_s: float  # where the kept audio starts in the original clip
     end_s: float
@@ -390,6 +417,7 @@ def prepare_reference(
     if segments and (cut or transcript is None) and uncovered_speech_s(x, sr, all_segs) > 0.5:
         aligned = False
         notes.append("Whisper's timestamps miss some speech: transcript may be incomplete, re-transcribe")
+    segs = fit_segments(segs, x.size / sr)
     loud = measure_loudness(x, sr)
     normalized = False
     if normalize and x.size and abs(loud.gain_db) > 0.5:

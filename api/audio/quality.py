@@ -73,10 +73,19 @@ class TranscriptCheck:
 def check_transcript(
     given: str, whisper: str, thresholds: QualityThresholds | None = None
 ) -> TranscriptCheck:
-    """Compare a user transcript with Whisper's; mismatch when both WER and CER are over the limits."""
+    """Compare a user transcript with Whisper's; mismatch when both WER and CER are over the limits.
+
+    Bounded whatever the lengths: :mod:`api.text.wer` compares at most ``MAX_COMPARE_TOKENS``
+    words (WER) and characters (CER) of each side, in memory linear in them.
+    """
     t = thresholds or QualityThresholds()
     w, c = wer(given, whisper), cer(given, whisper)
     return TranscriptCheck(w, c, w > t.max_transcript_wer and c > t.max_transcript_cer)
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    """``text`` shortened to ``limit`` characters for a warning message."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -306,7 +315,7 @@ def analyze_clip(
                 warn(
                     WarningCode.TRANSCRIPT_MISMATCH,
                     f"The transcript does not match the speech (WER {chk.wer:.0%} against Whisper's "
-                    f"“{whisper_transcript}”); fix it or leave it empty to use Whisper's.",
+                    f"“{_excerpt(whisper_transcript)}”); fix it or leave it empty to use Whisper's.",
                 )
     elif whisper_transcript is not None:
         transcript, source = whisper_transcript, "whisper"

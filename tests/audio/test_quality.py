@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import tracemalloc
 import wave
 from pathlib import Path
 from urllib.parse import unquote
@@ -99,6 +101,27 @@ def test_transcript_check_thresholds() -> None:
     assert not check_transcript(TEXT, "the quick brown fox jumps over the lazy dog").mismatch
     assert not check_transcript(TEXT, "The quick brown fox jumped over a lazy dog.").mismatch
     assert check_transcript(TEXT, "Hello there, how are you doing today?").mismatch
+
+
+def test_transcript_check_of_huge_texts_is_bounded() -> None:
+    """A 200k-word transcript against Whisper's: linear memory, bounded time, short warning."""
+    huge = " ".join(["the quick brown fox jumps over the lazy dog"] * 22_000)
+    other = " ".join(["hello there how are you doing today my friend"] * 22_000)
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        assert not check_transcript(huge, huge).mismatch
+        report = analyze_clip(
+            np.zeros((1, 24000), np.float32), 24000, transcript=huge, whisper_transcript=other
+        )
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.transcript_wer is not None and report.transcript_wer > 0.5
+    assert elapsed < 90, elapsed
+    assert peak < 48 * 1024 * 1024, peak
+    assert all(len(w.message) < 600 for w in report.warnings)
 
 
 @pytest.mark.slow
