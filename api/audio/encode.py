@@ -30,7 +30,7 @@ opus encodes at 8/12/16/24/48 kHz as given and resamples anything else to 48 kHz
 output 48 kHz regardless); mp3/aac keep the rate when the codec supports it, else resample to the
 nearest supported one. Resampling uses soxr.
 
-Formats are looked up by name in a registry (:func:`register_format`); one protocol per
+Formats are looked up by name in the plain, read-only mapping :data:`FORMATS`; one protocol per
 capability: :class:`IncrementalEncoder` (a streaming encoder instance), :class:`StreamEncoderFactory`
 (makes one) and :class:`FileEncoder` (whole file). :class:`StreamEncoder` is the thread-safe
 front every caller uses.
@@ -41,9 +41,10 @@ from __future__ import annotations
 import io
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import av
@@ -62,7 +63,7 @@ _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: 
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
-# --------------------------------------------------------------------------- protocols / registry
+# --------------------------------------------------------------------------- protocols / formats
 
 
 @runtime_checkable
@@ -92,7 +93,7 @@ class FileEncoder(Protocol):
 
 @dataclass(frozen=True)
 class AudioFormat:
-    """A registered output format. ``file`` is optional: without it, whole files are streamed."""
+    """An output format. ``file`` is optional: without it, whole files are streamed."""
 
     name: str
     content_type: str
@@ -102,34 +103,11 @@ class AudioFormat:
     incremental: bool = True
 
 
-_REGISTRY: dict[str, AudioFormat] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-#: Response content type per format name; kept in step with the registry.
-CONTENT_TYPES: dict[str, str] = {}
-
-
-def register_format(fmt: AudioFormat, *, replace: bool = False) -> None:
-    """Add an output format by name (``replace=True`` to override an existing one)."""
-    with _REGISTRY_LOCK:
-        if fmt.name in _REGISTRY and not replace:
-            raise ValueError(f"audio format {fmt.name!r} is already registered")
-        _REGISTRY[fmt.name] = fmt
-        CONTENT_TYPES[fmt.name] = fmt.content_type
-
-
-def unregister_format(name: str) -> None:
-    """Remove a format (no-op when absent)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.pop(name, None)
-        CONTENT_TYPES.pop(name, None)
-
-
 def get_format(name: str) -> AudioFormat:
-    """The registered format ``name``; unknown names are a 400 on ``response_format``."""
-    fmt = _REGISTRY.get(name)
+    """The format ``name``; unknown names are a 400 on ``response_format``."""
+    fmt = FORMATS.get(name)
     if fmt is None:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(FORMATS))
         raise InvalidRequestError(
             f"Unsupported response_format {name!r}; supported: {known}.",
             param="response_format",
@@ -139,8 +117,8 @@ def get_format(name: str) -> AudioFormat:
 
 
 def available_formats() -> list[str]:
-    """Names of the registered formats."""
-    return sorted(_REGISTRY)
+    """Names of the output formats."""
+    return sorted(FORMATS)
 
 
 # --------------------------------------------------------------------------- sample helpers
@@ -491,7 +469,7 @@ FLAC = CodecSpec(
 
 
 class StreamEncoder:
-    """Thread-safe streaming encoder for a registered format.
+    """Thread-safe streaming encoder for one of :data:`FORMATS`.
 
     ``write`` returns the bytes ready so far (possibly ``b""``), ``close`` the rest; a second
     ``close`` returns ``b""`` and ``write`` after ``close`` raises ``ValueError``. Calls on one
@@ -547,9 +525,16 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     return head + tail
 
 
-register_format(AudioFormat("mp3", "audio/mpeg", _av_factory(MP3), _av_file(MP3)))
-register_format(AudioFormat("opus", "audio/ogg; codecs=opus", _av_factory(OPUS), _av_file(OPUS)))
-register_format(AudioFormat("aac", "audio/aac", _av_factory(AAC), _av_file(AAC)))
-register_format(AudioFormat("flac", "audio/flac", _av_factory(FLAC), _av_file(FLAC)))
-register_format(AudioFormat("wav", "audio/wav", WAVStreamEncoder, encode_wav))
-register_format(AudioFormat("pcm", "audio/pcm", PCMEncoder))
+#: The output formats, by ``response_format`` name (the request schema fixes these six).
+FORMATS: Mapping[str, AudioFormat] = MappingProxyType(
+    {
+        "mp3": AudioFormat("mp3", "audio/mpeg", _av_factory(MP3), _av_file(MP3)),
+        "opus": AudioFormat("opus", "audio/ogg; codecs=opus", _av_factory(OPUS), _av_file(OPUS)),
+        "aac": AudioFormat("aac", "audio/aac", _av_factory(AAC), _av_file(AAC)),
+        "flac": AudioFormat("flac", "audio/flac", _av_factory(FLAC), _av_file(FLAC)),
+        "wav": AudioFormat("wav", "audio/wav", WAVStreamEncoder, encode_wav),
+        "pcm": AudioFormat("pcm", "audio/pcm", PCMEncoder),
+    }
+)
+#: Response content type per format name.
+CONTENT_TYPES: Mapping[str, str] = MappingProxyType({n: f.content_type for n, f in FORMATS.items()})

@@ -22,15 +22,12 @@ import pytest
 from api.audio.decode import RawPCM, decode_audio
 from api.audio.encode import (
     CONTENT_TYPES,
-    AudioFormat,
-    IncrementalEncoder,
     StreamEncoder,
     available_formats,
     encode_audio,
     get_format,
-    register_format,
-    unregister_format,
 )
+from api.audio.encode import FORMATS as OUTPUT_FORMATS
 from api.errors import InvalidRequestError
 from tests.audio import TONES, dominant_freq, sine
 
@@ -222,36 +219,19 @@ def test_unknown_format_is_400() -> None:
         encode_audio(sine(0.1, RATE), RATE, "nope")
 
 
-class _Float32Encoder:
-    """A toy plug-in: raw little-endian float32."""
+def test_formats_are_the_schemas_six_and_read_only() -> None:
+    from typing import get_args
 
-    def __init__(self, sample_rate: int, channels: int) -> None:
-        self.channels = channels
+    from api.schemas.speech import ResponseFormat
 
-    def write(self, samples: np.ndarray) -> bytes:
-        return np.ascontiguousarray(np.asarray(samples, dtype="<f4").T).tobytes()
-
-    def close(self) -> bytes:
-        return b""
-
-
-def test_registry_plugs_in_new_format_by_name() -> None:
-    register_format(AudioFormat("f32", "audio/x-f32", _Float32Encoder))
-    try:
-        assert CONTENT_TYPES["f32"] == "audio/x-f32"
-        assert isinstance(_Float32Encoder(RATE, 1), IncrementalEncoder)
-        with pytest.raises(ValueError):
-            register_format(AudioFormat("f32", "audio/x-f32", _Float32Encoder))
-        x = sine(0.1, RATE, 2)
-        enc = StreamEncoder("f32", RATE, 2)
-        assert enc.content_type == "audio/x-f32"
-        assert enc.write(x) == np.ascontiguousarray(x.T).tobytes()
-        assert encode_audio(x, RATE, "f32") == np.ascontiguousarray(x.T).tobytes()  # no file encoder
-    finally:
-        unregister_format("f32")
-    assert "f32" not in CONTENT_TYPES
+    assert set(OUTPUT_FORMATS) == set(get_args(ResponseFormat))
+    assert all(f.name == name for name, f in OUTPUT_FORMATS.items())
+    with pytest.raises(TypeError):
+        OUTPUT_FORMATS["f32"] = OUTPUT_FORMATS["wav"]  # type: ignore[index]
     with pytest.raises(InvalidRequestError):
         get_format("f32")
+    with pytest.raises(InvalidRequestError):
+        StreamEncoder("f32", RATE, 1)
 
 
 @pytest.mark.parametrize("fmt", ["aac", "flac"])
