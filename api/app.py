@@ -17,6 +17,7 @@ from api.engines.registry import EngineRegistry
 from api.errors import install_error_handlers
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
+from api.openapi import install_openapi
 from api.routes import analysis, models, ops, speech, voices
 from api.routes.web import mount_web
 from api.settings import Settings
@@ -121,4 +122,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(voices.router)
     app.include_router(analysis.router)
     mount_web(app, settings)
+    install_openapi(app, settings)
     return app

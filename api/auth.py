@@ -14,7 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import AuthenticationError, error_response
 
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# "/" only redirects to the player (no data), so a browser pointed at the server finds the key prompt
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 PUBLIC_PREFIXES = ("/web/",)  # the player's static files; its API calls carry the key
 
 

@@ -8,7 +8,28 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+
+
+def load_settings(prog: str) -> Settings:
+    """``Settings()`` from the environment; a bad setting ends the process with one line per bad
+    variable (name, problem, expected form) and exit status 2, never a traceback."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from api.settings import Settings, settings_error_lines
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for line in settings_error_lines(exc, Settings):
+            print(f"{prog}: {line}", file=sys.stderr)
+    except SettingsError as exc:  # e.g. an unreadable .env file
+        print(f"{prog}: invalid settings: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -16,9 +37,8 @@ def serve(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.settings import Settings
 
-    settings = Settings()
+    settings = load_settings("zipvoice-server")
     parser = argparse.ArgumentParser(prog="zipvoice-server", description="OpenAI-compatible speech server")
     parser.add_argument("--host", default=settings.host, help=f"bind address (default {settings.host})")
     parser.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")
@@ -92,7 +112,6 @@ def synth(argv: list[str] | None = None) -> None:
     from api.engines.base import ReferenceVoice, SynthesisOptions
     from api.engines.zipvoice import VARIANTS, ZipVoiceEngine
     from api.errors import APIError
-    from api.settings import Settings
     from api.synthesis.reference import ReferencePrep
     from api.text.split import split_text
     from api.voices.sources import audio_digest
@@ -105,7 +124,7 @@ def synth(argv: list[str] | None = None) -> None:
         updates["zipvoice_model_dir"] = args.model_dir
     if args.vocoder_dir:
         updates["vocos_model_dir"] = args.vocoder_dir
-    settings = Settings().model_copy(update=updates)
+    settings = load_settings("zipvoice-synth").model_copy(update=updates)
     try:
         samples, rate = decode_audio(args.prompt_wav.read_bytes(), max_seconds=settings.max_reference_seconds)
         voice = ReferenceVoice(

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -82,6 +83,14 @@ class NotFoundError(APIError):
     default_code = "not_found"
 
 
+class MethodNotAllowedError(APIError):
+    """A path that exists, asked with a method it does not serve; ``Allow`` lists the ones it does."""
+
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
 class ConflictError(APIError):
     status_code = 409
     error_type = "invalid_request_error"
@@ -127,7 +136,7 @@ _STATUS_TYPES = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
-    405: InvalidRequestError,
+    405: MethodNotAllowedError,
     409: ConflictError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaError,
@@ -167,6 +176,23 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return msg, None
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's own ``Allow`` names only the
+    first partially matching route's, so ``PUT /v1/audio/voices/x`` would claim GET alone)."""
+    methods: list[str] = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        for route in request.app.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL and (not isinstance(route, Mount) or method in ("GET", "HEAD")):
+                methods.append(method)  # a mount (the static player) is read-only
+                break
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception to OpenAI's envelope; the only place that does so."""
 
@@ -180,10 +206,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InvalidRequestError(message, param=param, code="invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cls = _STATUS_TYPES.get(exc.status_code, APIError)
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        err = cls(detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allow = allowed_methods(request) or [m.strip() for m in headers.get("Allow", "").split(",") if m]
+            headers["Allow"] = ", ".join(allow)
+            detail = (
+                f"Method {request.method[:16]} is not allowed on this path (allowed: {', '.join(allow)})."
+            )
+        err = cls(detail, **({"headers": headers} if headers else {}))
         if cls is APIError:
             err.status_code = exc.status_code
         return error_response(err)

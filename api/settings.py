@@ -7,12 +7,17 @@ and is rendered into the README's settings table by ``scripts/settings_table.py`
 
 from __future__ import annotations
 
+import json
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 OPENAI_VOICES = (
     "alloy",
@@ -39,10 +44,112 @@ def _default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("zipvoice-server"))
 
 
+def _is_mapping(annotation: Any) -> bool:
+    """``dict[...]``/``Mapping[...]`` (also inside ``X | None``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_mapping(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin in (dict, Mapping) or annotation is dict
+
+
+def parse_env_collection(raw: str, mapping: bool) -> Any:
+    """A list or mapping setting from the environment: JSON, or the comma-separated form.
+
+    ``["a","b"]`` or ``a,b`` → a list (items stripped, empty items dropped; use JSON for items that
+    contain a comma). ``{"a":"b"}`` or ``a=b,c=d`` → a mapping. An empty value is an empty collection.
+    Anything unparsable is returned unchanged, so validation reports it against the field by name.
+    """
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return raw
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not mapping:
+        return items
+    pairs = [item.partition("=") for item in items]
+    if any(not sep or not key.strip() for key, sep, _ in pairs):
+        return raw
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def _accept_comma_lists(source: PydanticBaseSettingsSource) -> PydanticBaseSettingsSource:
+    """Make an env/dotenv source read list and mapping fields with :func:`parse_env_collection`."""
+    json_decode = source.decode_complex_value
+
+    def decode(field_name: str, field: FieldInfo, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_env_collection(value, _is_mapping(field.annotation))
+        return json_decode(field_name, field, value)
+
+    setattr(source, "decode_complex_value", decode)  # noqa: B010 (an instance override of a method)
+    return source
+
+
+def expected_form(field: FieldInfo) -> str:
+    """How a setting's value is written, for start-up error messages."""
+    annotation = field.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    origin = typing.get_origin(annotation)
+    if _is_mapping(annotation):
+        return "comma-separated name=value pairs (a=b,c=d) or a JSON object"
+    if origin in (list, tuple, set, frozenset):
+        return "a comma-separated list (a,b) or a JSON list"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
+    names = {bool: "true or false", int: "an integer", float: "a number", Path: "a filesystem path"}
+    if annotation in names:
+        bounds = [
+            f"{sign} {getattr(m, attr)}"
+            for m in field.metadata
+            for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+            if getattr(m, attr, None) is not None
+        ]
+        return names[annotation] + (f" ({', '.join(bounds)})" if bounds else "")
+    return "a string"
+
+
+def settings_error_lines(exc: ValidationError, settings_cls: type[BaseSettings]) -> list[str]:
+    """One line per bad setting: the environment variable, what is wrong, and the expected form.
+
+    Values are never echoed (they may be API keys)."""
+    lines: dict[str, str] = {}
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        name = str(loc[0]) if loc else ""
+        field = settings_cls.model_fields.get(name)
+        if field is None:
+            lines.setdefault(name, f"invalid setting: {error.get('msg')}")
+            continue
+        var = name.upper()
+        lines.setdefault(var, f"invalid {var}: {error.get('msg')}; expected {expected_form(field)}")
+    return list(lines.values())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", extra="ignore", use_attribute_docstrings=True, populate_by_name=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Every list/mapping setting also takes the comma-separated form (``API_KEYS=k1,k2``)."""
+        return (
+            init_settings,
+            _accept_comma_lists(env_settings),
+            _accept_comma_lists(dotenv_settings),
+            file_secret_settings,
+        )
 
     # --- server -----------------------------------------------------------------------------
     host: str = "0.0.0.0"

@@ -11,7 +11,8 @@ Spec forms (checked in this order):
   root is ever opened. The size is checked with ``fstat`` before reading (413);
 * ``url+http(s)://…`` → downloaded by :mod:`api.voices.safe_fetch` (403/400/413 there);
 * ``base64+PAYLOAD`` and ``data:audio/…;base64,PAYLOAD`` → the encoded length is checked before
-  decoding (413), then strict base64 (400 when malformed); a non-audio data: type is 415;
+  decoding (413), then strict base64 (400 when malformed); a data: URL must name an ``audio/*``
+  media type (anything else, a missing type included, is 400);
 * a registered voice id or name in the caller's namespace;
 * anything else → :class:`PresetVoice` (the engine decides whether it exists). An id-shaped spec that
   is not registered is a 404, not a preset.
@@ -41,7 +42,6 @@ from api.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
-    UnsupportedMediaError,
 )
 from api.settings import Settings
 from api.voices.safe_fetch import FetchResult, SafeFetcher
@@ -201,14 +201,23 @@ def decode_base64_payload(payload: str, max_bytes: int) -> bytes:
 
 
 def parse_data_url(spec: str, max_bytes: int) -> bytes:
-    """``data:audio/<type>[;param…];base64,<payload>`` → bytes (415 for non-audio types)."""
+    """``data:audio/<subtype>[;param…];base64,<payload>`` → bytes.
+
+    The media type must be ``audio/<subtype>``: a missing type, ``application/octet-stream``, ``video/…``
+    or anything else is a 400 (``invalid_data_url``) that points to ``base64+`` for untyped payloads.
+    """
     header, sep, payload = spec[len("data:") :].partition(",")
     if not sep:
         raise InvalidRequestError("Malformed data: URL voice.", param=_PARAM, code="invalid_data_url")
     params = [p.strip().lower() for p in header.split(";")]
-    media = params[0]
-    if media and not (media.startswith("audio/") or media in ("application/octet-stream", "video/webm")):
-        raise UnsupportedMediaError("data: URL voices must have an audio/* media type.", param=_PARAM)
+    kind, slash, subtype = params[0].partition("/")
+    if kind != "audio" or not slash or not subtype:
+        raise InvalidRequestError(
+            "A data: URL voice must name an audio/* media type (data:audio/wav;base64,…); "
+            "send untyped audio as base64+….",
+            param=_PARAM,
+            code="invalid_data_url",
+        )
     if params[-1] != "base64":
         raise InvalidRequestError(
             "data: URL voices must be base64-encoded.", param=_PARAM, code="invalid_data_url"

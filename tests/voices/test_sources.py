@@ -25,7 +25,6 @@ from api.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
-    UnsupportedMediaError,
 )
 from api.settings import Settings
 from api.voices.safe_fetch import IPAddress, SafeFetcher
@@ -231,7 +230,9 @@ def test_base64_voice() -> None:
     assert voice.digest == audio_digest(voice.samples, voice.sample_rate)
 
 
-@pytest.mark.parametrize("mime", ["audio/wav", "audio/x-wav", "AUDIO/WAV", "audio/wav;codecs=1", ""])
+@pytest.mark.parametrize(
+    "mime", ["audio/wav", "audio/x-wav", "AUDIO/WAV", "audio/wav;codecs=1", " audio/webm "]
+)
 def test_data_url_voice(mime: str) -> None:
     voice = resolver(None).resolve(f"data:{mime};base64," + base64.b64encode(WAV).decode())
     assert isinstance(voice, ReferenceVoice) and voice.samples.shape == (1, 4000)
@@ -288,12 +289,32 @@ def test_empty_base64_is_400() -> None:
 
 def test_data_url_rules() -> None:
     b64 = base64.b64encode(WAV).decode()
-    with pytest.raises(UnsupportedMediaError):
-        resolver(None).resolve("data:text/html;base64," + b64)
     with pytest.raises(InvalidRequestError):
         resolver(None).resolve("data:audio/wav," + b64)  # not base64
     with pytest.raises(InvalidRequestError):
         resolver(None).resolve("data:audio/wav;base64")  # no comma
+
+
+@pytest.mark.parametrize(
+    "mime",
+    [
+        "",
+        "text/html",
+        "application/octet-stream",
+        "video/webm",
+        "audio",
+        "audio/",
+        "audiox/wav",
+        ";x=audio/wav",
+    ],
+)
+def test_data_url_must_name_an_audio_media_type(mime: str) -> None:
+    """A valid WAV payload is still refused when the data: URL does not say audio/*: 400, not 415."""
+    spec = f"data:{mime};base64," + base64.b64encode(WAV).decode()
+    with pytest.raises(InvalidRequestError) as info:
+        resolver(None).resolve(spec)
+    assert info.value.status_code == 400 and info.value.code == "invalid_data_url"
+    assert info.value.param == "voice" and "audio/*" in info.value.message
 
 
 # --- decode limits and digest -------------------------------------------------------------------
