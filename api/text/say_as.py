@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from functools import lru_cache
+import threading
 
 import inflect
 
@@ -114,9 +114,15 @@ class SayAsError(InvalidRequestError):
         super().__init__(f"{self.element}: {detail}", param="input", code="invalid_ssml")
 
 
-@lru_cache(maxsize=1)
+_local = threading.local()
+
+
 def _engine() -> inflect.engine:
-    return inflect.engine()
+    """One inflect engine per thread: its number_to_words keeps state while it runs."""
+    engine = getattr(_local, "engine", None)
+    if engine is None:
+        engine = _local.engine = inflect.engine()
+    return engine
 
 
 def is_supported(interpret_as: str) -> bool:

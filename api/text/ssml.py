@@ -77,7 +77,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from defusedxml import DefusedXmlException
+from defusedxml import DefusedXmlException, DTDForbidden
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
 from api.errors import InvalidRequestError
@@ -665,13 +665,17 @@ def parse_ssml(
             "EntitiesForbidden": "entity declarations are not allowed",
             "ExternalReferenceForbidden": "external references are not allowed",
         }.get(type(exc).__name__, "forbidden XML construct")
-        raise _error(text, what, walker.pos()) from None
+        offset = walker.pos()
+        if isinstance(exc, DTDForbidden):  # point at the declaration itself
+            doctype = text.find("<!DOCTYPE", 0, max(offset, 0) + 1)
+            offset = doctype if doctype >= 0 else offset
+        raise _error(text, what, offset) from None
     except ParseError as exc:
         b = expat.ErrorByteIndex
-        offset = (walker.b2c[min(b, len(walker.b2c) - 1)] if walker.b2c else b) if b >= 0 else None
+        where = (walker.b2c[min(b, len(walker.b2c) - 1)] if walker.b2c else b) if b >= 0 else None
         reason = str(exc).split(": line ")[0]
         inside = f" inside <{_safe(walker.stack[-1].name)}>" if walker.stack else ""
-        raise _error(text, f"{reason}{inside}", offset) from None
+        raise _error(text, f"{reason}{inside}", where) from None
     walker.emit_pending(at_end=True)
     walker.flush()
     if not walker.spans:
