@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from api.assets import download
 from api.engines import assets
 from api.engines.base import AudioChunk, Availability, PresetVoice, SynthesisOptions, Voice
 from api.errors import InvalidRequestError, ServiceUnavailableError
+from api.loading import LoadOnce
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ class KokoroEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
-        self._kokoro: Any = None
-        self._voices: list[str] = []
+        self._model: LoadOnce[tuple[Any, list[str]]] = LoadOnce(self._build)
 
     # -- assets ---------------------------------------------------------------------------
     def _paths(self, *, fetch: bool) -> tuple[Path, Path] | None:
@@ -94,7 +93,7 @@ class KokoroEngine:
         ):
             if not dest.is_file():
                 log.info("downloading %s", name)
-                assets.download(f"{assets.KOKORO_RELEASE}/{name}", dest)
+                download(f"{assets.KOKORO_RELEASE}/{name}", dest)
         return cached_model, cached_voices
 
     def availability(self) -> Availability:
@@ -116,48 +115,46 @@ class KokoroEngine:
         return Availability(True)
 
     def load(self) -> None:
-        if self._kokoro is not None:
-            return
-        with self._lock:
-            if self._kokoro is not None:
-                return
-            avail = self.availability()
-            if not avail.ok:
-                raise ServiceUnavailableError(f"Backend 'kokoro' is unavailable: {avail.reason}.")
-            import onnxruntime as ort
-            from kokoro_onnx import Kokoro
+        self._model.get()
 
-            try:
-                paths = self._paths(fetch=True)
-            except Exception as exc:  # download or assembly failure
-                log.exception("kokoro weights")
-                raise ServiceUnavailableError("Backend 'kokoro' could not fetch its weights.") from exc
-            assert paths is not None
-            model_path, voices_path = paths
-            opts = ort.SessionOptions()
-            threads = self._settings.num_threads or (os.cpu_count() or 1)
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
-            providers.append("CPUExecutionProvider")
-            session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
-            kokoro = Kokoro.from_session(session, str(voices_path))
-            voices = kokoro.voices
-            self._voices = sorted(voices.files if hasattr(voices, "files") else voices.keys())
-            self._kokoro = kokoro
-            log.info("kokoro loaded: %d voices", len(self._voices))
+    def _build(self) -> tuple[Any, list[str]]:
+        """(the kokoro_onnx model, its sorted voice names)."""
+        avail = self.availability()
+        if not avail.ok:
+            raise ServiceUnavailableError(f"Backend 'kokoro' is unavailable: {avail.reason}.")
+        import onnxruntime as ort
+        from kokoro_onnx import Kokoro
+
+        try:
+            paths = self._paths(fetch=True)
+        except Exception as exc:  # download or assembly failure
+            log.exception("kokoro weights")
+            raise ServiceUnavailableError("Backend 'kokoro' could not fetch its weights.") from exc
+        assert paths is not None
+        model_path, voices_path = paths
+        opts = ort.SessionOptions()
+        threads = self._settings.num_threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
+        providers.append("CPUExecutionProvider")
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+        kokoro = Kokoro.from_session(session, str(voices_path))
+        voices = kokoro.voices
+        names = sorted(voices.files if hasattr(voices, "files") else voices.keys())
+        log.info("kokoro loaded: %d voices", len(names))
+        return kokoro, names
 
     def preset_voices(self) -> list[str]:
-        self.load()
-        return list(self._voices)
+        return list(self._model.get()[1])
 
     # -- synthesis ------------------------------------------------------------------------
     def style(self, spec: str) -> np.ndarray:
         """Style array for a voice name or a mix ``a+b(0.5)``."""
-        self.load()
+        kokoro, names = self._model.get()
         parts = parse_mix(spec)
-        missing = [n for n, _ in parts if n not in self._voices]
+        missing = [n for n, _ in parts if n not in names]
         if missing:
             raise InvalidRequestError(
                 f"Voice '{missing[0]}' is not available for model 'kokoro'.",
@@ -165,7 +162,7 @@ class KokoroEngine:
                 code="voice_not_found",
             )
         total = sum(w for _, w in parts)
-        styles = [self._kokoro.get_voice_style(n) * (w / total) for n, w in parts]
+        styles = [kokoro.get_voice_style(n) * (w / total) for n, w in parts]
         return np.asarray(sum(styles), dtype=np.float32)
 
     def language_for(self, spec: str, lang: str | None) -> str:
@@ -181,10 +178,11 @@ class KokoroEngine:
                 param="voice",
             )
         style = self.style(voice.name)
+        kokoro = self._model.get()[0]
         lang = self.language_for(voice.name, options.lang)
         for text in chunks:
             if not text.strip():
                 continue
-            samples, rate = self._kokoro.create(text, voice=style, speed=float(options.speed), lang=lang)
+            samples, rate = kokoro.create(text, voice=style, speed=float(options.speed), lang=lang)
             audio = np.asarray(samples, dtype=np.float32).reshape(1, -1)
             yield AudioChunk(audio, int(rate))

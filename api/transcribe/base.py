@@ -14,36 +14,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from api.errors import InvalidRequestError, ServiceUnavailableError
-
-if TYPE_CHECKING:
-    pass
+from api.timing import Segment
+from api.timing import Word as Word  # re-export until api/audio/clip.py imports api.timing
 
 WHISPER_SAMPLE_RATE = 16000
-
-
-@dataclass(frozen=True)
-class Word:
-    """One word with its time span in seconds (relative to the audio given)."""
-
-    start: float
-    end: float
-    text: str
-    probability: float | None = None
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of transcript with its time span in seconds; ``words`` when word timestamps ran."""
-
-    start: float
-    end: float
-    text: str
-    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)

