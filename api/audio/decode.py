@@ -210,7 +210,9 @@ def _decode_stream(container: Any, limits: _Limits) -> tuple[np.ndarray, int]:
     if not container.streams.audio:
         raise _unsupported("The file contains no audio stream.")
     stream = container.streams.audio[0]
-    declared = int(stream.rate or 0)
+    if stream.codec_context is None:  # FFmpeg could not set up a decoder (e.g. a header claims 0 channels)
+        raise _unsupported("The audio could not be decoded: corrupt or unsupported encoding.")
+    declared = int(stream.codec_context.sample_rate or 0)
     if declared and not _rate_ok(declared):  # a header's claim: refuse before decoding anything
         raise _bad_rate(declared)
 
@@ -245,7 +247,7 @@ def _decode_stream(container: Any, limits: _Limits) -> tuple[np.ndarray, int]:
                 continue
             frame_channels = int(frame.layout.nb_channels)
             frame_layout = str(frame.layout.name)
-            frame_rate = int(frame.rate or stream.rate or 0)
+            frame_rate = int(frame.rate or declared)
             if not rate:
                 if frame_rate <= 0:
                     raise _unsupported("The audio has no valid sample rate.")
