@@ -5,13 +5,17 @@ How the pipeline uses it
 When ``input`` :func:`is_ssml` (or the request says ``input_format: "ssml"``), the route calls
 :func:`parse_ssml` (in a worker thread, like any heavy step) and gets an :class:`SSMLDocument`:
 
-* it checks ``MAX_INPUT_CHARS`` against :attr:`SSMLDocument.spoken_chars` (the spoken text, not
-  the markup) and puts :attr:`SSMLDocument.warnings` in a response header;
+* it passes ``max_chars=4 * MAX_INPUT_CHARS`` (the raw markup bound), checks ``MAX_INPUT_CHARS``
+  against :attr:`SSMLDocument.spoken_chars` (the spoken text, not the markup) with
+  :meth:`SSMLDocument.check_spoken_chars`, and puts :attr:`SSMLDocument.warnings` in a response
+  header (they are ASCII, deduplicated, at most 16);
 * each :class:`Speech` span becomes one engine call (split into chunks by ``api.text.split`` as
   usual) with the span's ``voice`` (``None`` = the request's voice; otherwise any voice string the
   voice resolver accepts, registered clones included) and ``speed = request.speed * span.rate``
   clamped to 0.25–4; ``lang`` (``None`` = the request's) goes to the tokenizer. ``[S1]``/``[S2]``
-  dialog turns are plain text here and reach the dialog models unchanged;
+  dialog turns are plain text here and reach the dialog models unchanged; a span that does not
+  start with a turn tag carries the turn in effect in ``speaker``, for the dialog models to
+  prefix;
 * each :class:`Break` becomes exactly ``Break.samples(sample_rate)`` zero samples at the engine's
   rate, inserted between the neighbouring spans' audio (not a model pause, never trimmed);
 * streaming emits the spans' audio in order; a span's audio may start as soon as it is
@@ -71,9 +75,10 @@ every error an :class:`~api.errors.InvalidRequestError` (400, ``param="input"``,
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,8 +131,10 @@ DEFAULT_MAX_ELEMENTS = 2048
 DEFAULT_MAX_BREAK_TOTAL = 120.0
 MAX_WARNINGS = 16
 
-_SSML_START = re.compile(r"\A\ufeff?\s*+(?:<speak(?=[\s/>])|<\?xml[\s?]|<!DOCTYPE[\s\[])")
+_SSML_START = re.compile(r"\A\ufeff?\s*+(?:<speak(?=[\s/>])|<\?xml[\s?]|<!DOCTYPE[\s\[]|<!--)")
 _WS = re.compile(r"\s+")
+_SPEAKER = re.compile(r"\[S\d+\]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _NON_PRINTABLE = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f]")
 _TAG_END = re.compile(r"""[^>"']*+(?:(?:"[^"]*+"|'[^']*+')[^>"']*+)*+>""")
 _TIME = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*", re.IGNORECASE)
@@ -166,6 +173,10 @@ class Speech:
     char_end: int
     lang: str | None = None
     pieces: tuple[Piece, ...] = ()
+    speaker: str | None = None
+    """The dialog turn tag (``[S1]``, ``[S2]`` …) in effect where this span starts: its own
+    leading tag, else the last one of an earlier span; ``None`` if none was seen yet. A dialog
+    model prefixes it when ``text`` does not start with a tag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +218,22 @@ class SSMLDocument:
     def break_seconds(self) -> float:
         return sum(s.seconds for s in self.spans if isinstance(s, Break))
 
+    def check_spoken_chars(self, limit: int) -> None:
+        """400 (``param="input"``, ``code="string_above_max_length"``) if the spoken text is
+        longer than ``limit`` characters (the route passes ``MAX_INPUT_CHARS``)."""
+        if self.spoken_chars > limit:
+            raise InvalidRequestError(
+                f"'input' is too long: its SSML speaks {self.spoken_chars} characters, the limit is {limit}.",
+                param="input",
+                code="string_above_max_length",
+            )
+
 
 def is_ssml(text: str) -> bool:
     """Whether ``text`` is meant as SSML: after an optional BOM and whitespace it starts with
-    ``<speak`` (then a space, ``>`` or ``/``), an XML declaration ``<?xml`` or ``<!DOCTYPE``.
-    (The last two make markup that is not valid SSML a 400 rather than spoken text.)"""
+    ``<speak`` (then a space, ``>`` or ``/``), an XML declaration ``<?xml``, ``<!DOCTYPE`` or a
+    comment ``<!--``. (The last three make markup that is not valid SSML a 400 rather than
+    spoken text.)"""
     return _SSML_START.match(text) is not None
 
 
@@ -269,15 +291,15 @@ class _Walker:
         self.default_lang = lang
         self.parser: Any = None  # the expat parser, for positions
         self.cdata = False
-        if text.isascii():
-            self.b2c: list[int] | None = None
-        else:  # byte offset (UTF-8, what expat reports) → character offset
-            self.b2c = list(
-                itertools.chain.from_iterable(
-                    [i] * len(ch.encode("utf-8", "surrogatepass")) for i, ch in enumerate(text)
-                )
-            )
-            self.b2c.append(len(text))
+        # expat reports UTF-8 byte offsets; for each non-ASCII character keep its byte offset
+        # and the extra bytes up to and including it (16 bytes per non-ASCII character)
+        self.wide_starts = array("q")
+        self.wide_extra = array("q")
+        extra = 0
+        for m in _NON_ASCII.finditer(text):
+            self.wide_starts.append(m.start() + extra)
+            extra += len(m.group().encode("utf-8", "surrogatepass")) - 1
+            self.wide_extra.append(extra)
         self.stack: list[_Frame] = []
         self.elements = 0
         self.spans: list[Span] = []
@@ -290,16 +312,18 @@ class _Walker:
         self.plain_last = False
         self.pending: _Pending | None = None
         self.spoke = False
+        self.speaker: str | None = None
         self.break_total = 0.0
 
     # -- positions -------------------------------------------------------------------------
+    def char_offset(self, byte_offset: int) -> int:
+        """The character offset in ``text`` of a UTF-8 byte offset (at a character boundary)."""
+        k = bisect_left(self.wide_starts, byte_offset)  # non-ASCII characters wholly before it
+        return min(len(self.text), byte_offset - (self.wide_extra[k - 1] if k else 0))
+
     def pos(self) -> int:
         b = self.parser.CurrentByteIndex if self.parser is not None else -1
-        if b < 0:
-            return -1
-        if self.b2c is None:
-            return b
-        return self.b2c[min(b, len(self.b2c) - 1)]
+        return self.char_offset(b) if b >= 0 else -1
 
     def tag_end(self, start: int) -> int:
         m = _TAG_END.match(self.text, start)
@@ -317,6 +341,11 @@ class _Walker:
         text = "".join(self.buf).rstrip()
         if text and self.buf_key is not None:
             voice, rate, lang = self.buf_key
+            tags = _SPEAKER.findall(text)
+            lead = _SPEAKER.match(text)
+            speaker = lead.group() if lead else self.speaker
+            if tags:
+                self.speaker = tags[-1]
             self.spans.append(
                 Speech(
                     text=text,
@@ -326,6 +355,7 @@ class _Walker:
                     char_end=self.pieces[-1].char_end,
                     lang=lang,
                     pieces=tuple(self.pieces),
+                    speaker=speaker,
                 )
             )
             self.spoke = True
@@ -672,7 +702,7 @@ def parse_ssml(
         raise _error(text, what, offset) from None
     except ParseError as exc:
         b = expat.ErrorByteIndex
-        where = (walker.b2c[min(b, len(walker.b2c) - 1)] if walker.b2c else b) if b >= 0 else None
+        where = walker.char_offset(b) if b >= 0 else None
         reason = str(exc).split(": line ")[0]
         inside = f" inside <{_safe(walker.stack[-1].name)}>" if walker.stack else ""
         raise _error(text, f"{reason}{inside}", where) from None

@@ -56,6 +56,7 @@ def invalid(text: str, **kw: object) -> InvalidRequestError:
         "<speak/>",
         '<?xml version="1.0"?><speak>Hi</speak>',
         "<!DOCTYPE speak><speak>Hi</speak>",
+        "<!-- greeting --><speak>Hi</speak>",
     ],
 )
 def test_is_ssml(text: str) -> None:
@@ -372,6 +373,18 @@ def test_voice_without_name_warns() -> None:
 def test_dialog_turns_pass_through() -> None:
     doc = parse_ssml("<speak>[S1] Hello there. [S2] Hi! <break time='1s'/>[S1] Bye.</speak>")
     assert kinds(doc) == ["[S1] Hello there. [S2] Hi!", 1.0, "[S1] Bye."]
+    assert [s.speaker for s in doc.speech] == ["[S1]", "[S1]"]
+
+
+def test_dialog_speaker_carries_over_spans() -> None:
+    src = "<speak>Intro. <p>[S1] Hello. [S2] Hi,</p><p>how are you? [S1] Fine.</p><p>Good.</p></speak>"
+    doc = parse_ssml(src)
+    assert [(s.text, s.speaker) for s in doc.speech] == [
+        ("Intro.", None),
+        ("[S1] Hello. [S2] Hi,", "[S1]"),
+        ("how are you? [S1] Fine.", "[S2]"),
+        ("Good.", "[S1]"),
+    ]
 
 
 # -- other elements ---------------------------------------------------------------------------------------
@@ -421,6 +434,20 @@ def test_skipped_and_quiet_elements() -> None:
         "<audio> is not played; its fallback text is read",
         "<phoneme> pronunciations are not supported; its text is read",
     )
+
+
+def test_spoken_chars_limit() -> None:
+    doc = parse_ssml('<speak><say-as interpret-as="digits">1234</say-as></speak>')
+    assert doc.spoken_chars == len("one two three four") == 18
+    doc.check_spoken_chars(18)
+    with pytest.raises(InvalidRequestError) as info:
+        doc.check_spoken_chars(17)
+    assert info.value.status_code == 400 and info.value.code == "string_above_max_length"
+    assert "18" in info.value.message and "17" in info.value.message
+    # markup does not count
+    doc = parse_ssml('<speak><prosody rate="slow">' + "a" * 50 + "</prosody></speak>")
+    assert doc.spoken_chars == 50
+    assert doc.spoken_text == "a" * 50
 
 
 def test_structure_errors() -> None:
