@@ -9,6 +9,7 @@ reads the committed bytes (and checks that this generator still reproduces them)
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -120,6 +121,14 @@ def flac(frames: list[tuple[int, int, int]], *, rate: int = 48000, channels: int
     return out
 
 
+def wav(channels: int, rate: int, bits: int, payload: bytes) -> bytes:
+    """A PCM WAV whose ``fmt`` chunk claims ``channels``/``rate``/``bits`` (block align derived)."""
+    align = max(channels, 0) * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload))
+    return b"RIFF" + struct.pack("<I", len(body) + len(payload)) + body + payload
+
+
 def corpus() -> dict[str, bytes]:
     """Every generated corpus file, by name."""
     return {
@@ -136,6 +145,9 @@ def corpus() -> dict[str, bytes]:
         "flac_rate_3hz.flac": flac([(3, 1, 4608)] * 3, rate=3),
         # mono, then a frame claiming 8 channels (a channel-count change midway)
         "flac_channels_1_to_8.flac": flac([(48000, 1, 4608), (48000, 8, 65535), (48000, 8, 65535)]),
+        # a WAV claiming 0 channels: FFmpeg opens no decoder for it; an early draft of the hardened
+        # decoder read the stream's rate from that missing decoder and answered 500 (found by the fuzz)
+        "wav_zero_channels.wav": wav(0, 16000, 16, bytes(200)),
     }
 
 
