@@ -364,6 +364,17 @@ def test_voice_and_prosody_combine() -> None:
     assert speech(parse_ssml(src)) == [("a", "v1", 1.25)]
 
 
+def test_voice_language() -> None:
+    src = '<speak>Hi <voice name="ff_siwis" xml:lang="fr-FR">Bonjour</voice> <voice xml:lang="es">Hola</voice></speak>'
+    doc = parse_ssml(src, lang="en-US")
+    assert [(s.text, s.voice, s.lang) for s in doc.speech] == [
+        ("Hi", None, "en-US"),
+        ("Bonjour", "ff_siwis", "fr-FR"),
+        ("Hola", None, "es"),
+    ]
+    assert doc.warnings == ()
+
+
 def test_voice_without_name_warns() -> None:
     doc = parse_ssml('<speak><voice gender="female">a</voice></speak>')
     assert speech(doc) == [("a", None, 1.0)]
@@ -660,3 +671,28 @@ def test_spans_map_back_to_the_input(children: list[str]) -> None:
                 plain = re.sub(r"<!--.*?-->|<mark name='m'/>", "", source)
                 assert " ".join(html.unescape(plain).split()) == spoken
     assert doc.spoken_chars == sum(len(s.text) for s in doc.speech)
+
+
+_FUZZ_TOKENS = st.sampled_from(
+    [
+        "<speak>", "</speak>", "<p>", "</p>", "<s>", "</s>", "<break time='1s'/>", "<break", "/>", ">", "<",
+        "&amp;", "&", ";", "&#0;", "&#x10FFFF;", "&#xD800;", "<![CDATA[", "]]>", "<!--", "-->", "<?pi x?>",
+        "a", " ", "\r\n", "é", "\ud800", "<say-as interpret-as='date'>", "</say-as>", "<sub alias='x'>",
+        "</sub>", '<voice name="v">', "</voice>", "<prosody rate='x'>", "<prosody rate='fast'>",
+        "</prosody>", "'", '"', "=", "xml:lang='fr'", "<emphasis>", "</emphasis>", "<x:y>", "<mark/>", "12",
+        "/", ":", "[S1]", "<!DOCTYPE speak>",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_FUZZ_TOKENS, max_size=30).map("".join))
+def test_any_input_is_a_document_or_a_400(body: str) -> None:
+    for src in (body, "<speak>" + body + "</speak>"):
+        try:
+            doc = parse_ssml(src)
+        except InvalidRequestError as exc:
+            assert exc.status_code == 400 and exc.code == "invalid_ssml"
+            continue
+        for span in doc.spans:
+            assert 0 <= span.char_start <= span.char_end <= len(src)
