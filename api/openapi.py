@@ -143,13 +143,24 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
-def _upload_body(schema_name: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """A request body that is multipart (an audio upload) or JSON (a voice source)."""
+def _upload_body(
+    schema_name: str, fields: dict[str, Any], required: list[str], max_fields: int
+) -> dict[str, Any]:
+    """A request body that is multipart (an audio upload) or JSON (a voice source).
+
+    Other text fields are ignored, up to the route's ``max_fields`` (then 400); one file part."""
+    form = {
+        "type": "object",
+        "required": required,
+        "properties": fields,
+        "additionalProperties": {"type": "string"},
+        "maxProperties": max_fields + 1,
+    }
     return {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": required, "properties": fields},
+                "schema": form,
                 "encoding": {"file": {"contentType": _AUDIO_TYPES}},
             },
             "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}},
@@ -163,7 +174,7 @@ _FILE = {
     "contentMediaType": "audio/*",
     "description": "The reference audio (wav, mp3, flac, ogg, webm, m4a …).",
 }
-_TRANSCRIPT = {"type": "string", "maxLength": 2000, "description": "What the clip says (else Whisper)."}
+_TRANSCRIPT = {"type": "string", "description": "What the clip says (else Whisper)."}
 _VOICE_NAME = {
     "type": "string",
     "pattern": r"^[A-Za-z0-9_\-]([A-Za-z0-9 _.\-]{0,62}[A-Za-z0-9_.\-])?$",
@@ -171,15 +182,45 @@ _VOICE_NAME = {
 }
 
 #: request bodies the routes read by hand (multipart or JSON), declared here
-_BODIES: dict[tuple[str, str], tuple[str, dict[str, Any], list[str]]] = {
+#: (JSON schema, multipart fields, required fields, the route's ``request.form(max_fields=…)``)
+_BODIES: dict[tuple[str, str], tuple[str, dict[str, Any], list[str], int]] = {
     ("POST", "/v1/audio/voices"): (
         "VoiceCreateJSON",
         {"name": _VOICE_NAME, "file": _FILE, "transcript": _TRANSCRIPT},
         ["name", "file"],
+        8,
     ),
-    ("POST", "/v1/audio/analyze"): ("AnalyzeJSON", {"file": _FILE, "transcript": _TRANSCRIPT}, ["file"]),
+    ("POST", "/v1/audio/analyze"): (
+        "AnalyzeJSON",
+        {"file": _FILE, "transcript": _TRANSCRIPT},
+        ["file"],
+        4,
+    ),
 }
+#: path parameters: longer ids than these cannot exist (model names ≤ 200, voice names/ids ≤ 64)
+_PATH_PARAMS = {
+    "model_id": {"minLength": 1, "maxLength": 200, "examples": ["tts-1"]},
+    "voice_id": {"minLength": 1, "maxLength": 64},
+}
+#: a request that works on a default install (Kokoro offline), for readers and the fuzzer's examples
+_SPEECH_EXAMPLE = {"model": "tts-1", "voice": "alloy", "input": "Hello there.", "response_format": "wav"}
 _BODY_MODELS: dict[str, type[BaseModel]] = {"VoiceCreateJSON": VoiceCreateJSON, "AnalyzeJSON": AnalyzeJSON}
+
+
+#: what :func:`api.schemas.common.transcript_problem` refuses: control characters but tab, CR, LF
+TRANSCRIPT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+_TRANSCRIPT_FIELDS = ("transcript", "prompt_text")
+
+
+def _constrain_transcripts(schema: dict[str, Any], max_chars: int) -> None:
+    """Give every transcript property the server's rules (length, no control characters)."""
+    for name, prop in schema.get("properties", {}).items():
+        if name not in _TRANSCRIPT_FIELDS:
+            continue
+        for variant in [prop, *prop.get("anyOf", [])]:
+            if variant.get("type") == "string":
+                variant["pattern"] = TRANSCRIPT_PATTERN
+                variant["maxLength"] = max_chars
 
 
 def error_statuses(method: str, path: str, operation: dict[str, Any], settings: Settings) -> list[int]:
@@ -213,6 +254,9 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     for name, model in _BODY_MODELS.items():
         schemas.setdefault(name, model.model_json_schema(ref_template="#/components/schemas/{model}"))
     schemas["VoiceCreateJSON"]["properties"]["name"].update(_VOICE_NAME)
+    max_chars = int(getattr(settings, "max_transcript_chars", 2000))
+    for schema in schemas.values():
+        _constrain_transcripts(schema, max_chars)
     keys = bool(settings.api_keys or settings.admin_api_keys)
     if keys:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -221,12 +265,20 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             key = (method.upper(), path)
             if key in _BODIES and "requestBody" not in operation:
                 operation["requestBody"] = _upload_body(*_BODIES[key])
+                form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+                _constrain_transcripts(form, max_chars)
+            for param in operation.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") in _PATH_PARAMS:
+                    param.setdefault("schema", {}).update(_PATH_PARAMS[param["name"]])
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             for status in error_statuses(method, path, operation, settings):
                 responses[str(status)] = _error_response(status)
             if keys and path not in PUBLIC_PATHS:
                 operation["security"] = [{"bearer": []}]
+    speech = spec.get("paths", {}).get("/v1/audio/speech", {}).get("post")
+    if speech is not None:
+        speech["requestBody"]["content"]["application/json"]["example"] = _SPEECH_EXAMPLE
     ready = spec.get("paths", {}).get("/ready", {}).get("get")
     if ready is not None:
         body = {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyStatus"}}}

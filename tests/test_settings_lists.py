@@ -48,8 +48,7 @@ def test_every_list_setting_takes_commas(monkeypatch: pytest.MonkeyPatch) -> Non
     list_fields = [
         name
         for name, field in Settings.model_fields.items()
-        if typing.get_origin(field.annotation) is list
-        and typing.get_args(field.annotation) == (str,)
+        if typing.get_origin(field.annotation) is list and typing.get_args(field.annotation) == (str,)
     ]
     assert {"api_keys", "admin_api_keys", "preload_models", "cors_origins"} <= set(list_fields)
     for name in list_fields:

@@ -275,3 +275,31 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(servers: dict[str, Ser
     assert seconds > 8.0, seconds  # three long sentences: the whole text, not the first chunk
     assert events[-1]["usage"]["output_tokens"] == round(seconds * 50)
     assert server.proc.wait(60) == 0, server.log()
+
+
+# ------------------------------------------------------------------------------ methods and /
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/audio/speech", "POST"),
+        ("PUT", "/v1/audio/voices/voice_AAAAAAAAAAAAAAAA", "GET, DELETE"),
+        ("DELETE", "/v1/models", "GET"),
+    ],
+)
+def test_wrong_method_is_405_with_allow_and_the_envelope(
+    servers: dict[str, ServerProcess], method: str, path: str, allow: str
+) -> None:
+    r = httpx.request(method, servers["main"].base_url + path, timeout=10)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allow
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_root_redirects_to_the_player(servers: dict[str, ServerProcess]) -> None:
+    r = httpx.get(servers["main"].base_url + "/", timeout=10)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/web/"
+    player = httpx.get(servers["main"].base_url + "/", timeout=10, follow_redirects=True)
+    assert player.status_code == 200 and "text/html" in player.headers["content-type"]
