@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import __version__
@@ -20,6 +20,7 @@ from api.middleware import BodyLimitMiddleware
 from api.openapi import install_openapi
 from api.routes import analysis, models, ops, speech, voices
 from api.routes.web import mount_web
+from api.schemas.common import apply_transcript_limit
 from api.settings import Settings
 from api.synthesis.limiter import ReferenceLimiter, SynthesisLimiter
 from api.synthesis.reference import ReferencePrep
@@ -67,7 +68,7 @@ def _warm(app: FastAPI) -> None:
 
 def _build_voices(app: FastAPI, settings: Settings) -> None:
     state = app.state
-    state.voice_store = FileVoiceStore(settings.voices_dir)
+    state.voice_store = FileVoiceStore(settings.voices_dir, max_per_namespace=settings.max_voices_per_key)
     state.voice_resolver = VoiceResolver(settings, state.voice_store)
     state.transcriber = build_transcriber(settings)
     state.reference = ReferencePrep(settings, state.transcriber)
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OpenAI-compatible speech server: zero-shot voice cloning (ZipVoice) and preset voices (Kokoro).",
         lifespan=lifespan,
+        dependencies=[Depends(apply_transcript_limit)],  # JSON transcripts follow MAX_TRANSCRIPT_CHARS
     )
     state = app.state
     state.settings = settings

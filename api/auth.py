@@ -21,9 +21,19 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/web/",)  # the player's static files; its API calls carry the key
 
 
-def owner_for_key(key: str) -> str:
-    """Stable, non-reversible namespace name for a key."""
-    return "k-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+#: The namespace of requests without an API key (a server with no ``API_KEYS``).
+DEFAULT_NAMESPACE = "default"
+
+
+def owner_for_key(key: str | None) -> str:
+    """The voice namespace of an API key: stable and non-reversible (a hash, never the key).
+
+    The one place that derives namespaces (the middleware sets ``request.state.owner`` from it;
+    voices on disk live under it); no key → :data:`DEFAULT_NAMESPACE`.
+    """
+    if not key:
+        return DEFAULT_NAMESPACE
+    return "k-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class APIKeyMiddleware:

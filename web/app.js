@@ -240,17 +240,29 @@
 
   // ---------------------------------------------------------------- voices
   async function loadVoices() {
-    const resp = await api("/v1/audio/voices");
-    if (resp.status === 404 || resp.status === 405) {
-      state.voices = [];
-      state.voicesAvailable = false;
-    } else if (!resp.ok) {
-      throw new Error(`Could not list voices: ${await errorMessage(resp)}`);
-    } else {
+    // The list is paged (limit/after/has_more, like OpenAI's list endpoints): follow the pages.
+    const voices = [];
+    let after = null;
+    for (let page = 0; page < 50; page++) {
+      const query = new URLSearchParams({ limit: "100" });
+      if (after) query.set("after", after);
+      const resp = await api(`/v1/audio/voices?${query}`);
+      if (resp.status === 404 || resp.status === 405) {
+        state.voices = [];
+        state.voicesAvailable = false;
+        renderVoiceSelect();
+        renderVoiceTable();
+        return;
+      }
+      if (!resp.ok) throw new Error(`Could not list voices: ${await errorMessage(resp)}`);
       const body = await resp.json();
-      state.voices = Array.isArray(body.data) ? body.data : [];
-      state.voicesAvailable = true;
+      const data = Array.isArray(body.data) ? body.data : [];
+      voices.push(...data);
+      if (!body.has_more || !body.last_id || data.length === 0) break;
+      after = body.last_id;
     }
+    state.voices = voices;
+    state.voicesAvailable = true;
     renderVoiceSelect();
     renderVoiceTable();
   }

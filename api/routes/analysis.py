@@ -14,6 +14,7 @@ from api.engines.base import ReferenceVoice
 from api.errors import InvalidRequestError, UnsupportedMediaError, parse_json_body
 from api.routes.voices import owner_of
 from api.schemas.analysis import AnalyzeJSON, TuneRequest
+from api.schemas.common import clean_transcript
 from api.synthesis.tuning import recommend
 
 router = APIRouter(tags=["analysis"])
@@ -30,7 +31,7 @@ async def analyze(request: Request) -> dict[str, Any]:
         if upload is None or isinstance(upload, str):
             raise InvalidRequestError("Field 'file' (the audio to analyze) is required.", param="file")
         data = await upload.read()
-        given = transcript if isinstance(transcript, str) and transcript.strip() else None
+        given = clean_transcript(transcript, max_chars=state.settings.max_transcript_chars)
 
         def run_upload() -> dict[str, Any]:
             voice = state.voice_resolver.clip_from_upload(data, given)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.engines.base import ReferenceVoice
-from api.errors import InvalidRequestError, UnsupportedMediaError, parse_json_body
+from api.errors import ConflictError, InvalidRequestError, UnsupportedMediaError, parse_json_body
+from api.schemas.common import clean_transcript
 from api.schemas.voices import VoiceCreateJSON, VoiceDeleted, VoiceList, VoiceObject
-from api.voices.store import DEFAULT_NAMESPACE, VoiceMeta
+from api.voices.store import DEFAULT_NAMESPACE, VoiceMeta, is_voice_id, quota_error, validate_name
 
 router = APIRouter(tags=["voices"])
 
@@ -20,6 +21,17 @@ def owner_of(request: Request) -> tuple[str, bool]:
     return getattr(request.state, "owner", None) or DEFAULT_NAMESPACE, bool(
         getattr(request.state, "is_admin", False)
     )
+
+
+def _check_room(state: Any, owner: str, name: str) -> None:
+    """Refuse early (before decoding and Whisper) a taken name or a full namespace; the store
+    checks both again under its lock."""
+    store = state.voice_store
+    if store.find(owner, name) is not None and not is_voice_id(name):
+        raise ConflictError(f"A voice named '{name}' already exists.", param="name")
+    limit = state.settings.max_voices_per_key
+    if limit and store.count(owner) >= limit:
+        raise quota_error(limit)
 
 
 def voice_object(meta: VoiceMeta) -> VoiceObject:
@@ -48,8 +60,9 @@ async def _form_fields(request: Request) -> tuple[str, bytes | None, str | None,
             raise InvalidRequestError("Field 'name' is required.", param="name")
         if upload is None or isinstance(upload, str):
             raise InvalidRequestError("Field 'file' (the reference audio) is required.", param="file")
+        text = clean_transcript(transcript, max_chars=request.app.state.settings.max_transcript_chars)
         data = await upload.read()
-        return name, data, None, transcript if isinstance(transcript, str) and transcript.strip() else None
+        return name, data, None, text
     if content_type.startswith("application/json"):
         body = parse_json_body(VoiceCreateJSON, await request.body())
         return body.name, None, body.audio, body.transcript
@@ -63,11 +76,10 @@ async def create_voice(request: Request) -> Any:
     state = request.app.state
     owner, admin = owner_of(request)
     name, data, spec, transcript = await _form_fields(request)
+    validate_name(name)
+    await asyncio.to_thread(_check_room, state, owner, name)
 
     def register() -> VoiceMeta:
-        from api.voices.store import validate_name
-
-        validate_name(name)
         if data is not None:
             voice = state.voice_resolver.clip_from_upload(data, transcript)
         else:
@@ -94,23 +106,72 @@ async def create_voice(request: Request) -> Any:
     return JSONResponse(voice_object(meta).model_dump(), status_code=201)
 
 
-@router.get("/v1/audio/voices", response_model=VoiceList, summary="List voices (registered and presets)")
-async def list_voices(request: Request) -> VoiceList:
-    state = request.app.state
-    owner, admin = owner_of(request)
-    metas = await asyncio.to_thread(state.voice_store.list, owner, admin=admin)
-    data = [voice_object(m) for m in metas]
+def _preset_objects(state: Any) -> list[VoiceObject]:
+    """Preset voices of every available preset backend, in a stable order (blocking)."""
+    out: list[VoiceObject] = []
     registry = state.engines
     for backend in registry.names():
         engine = registry.get(backend)
         if engine.voice_kind != "preset" or not registry.availability(backend).ok:
             continue
         try:
-            presets = await asyncio.to_thread(engine.preset_voices)
+            presets = engine.preset_voices()
         except Exception:  # a backend that fails to load lists no presets
             continue
-        data.extend(VoiceObject(id=p, name=p, type="preset", backend=backend) for p in presets)
-    return VoiceList(data=data)
+        out.extend(VoiceObject(id=p, name=p, type="preset", backend=backend) for p in presets)
+    return out
+
+
+def _bad_cursor() -> InvalidRequestError:
+    return InvalidRequestError("'after' must be the id of the last voice of an earlier page.", param="after")
+
+
+def _list_page(
+    state: Any, owner: str, admin: bool, limit: int, after: str | None, kind: str | None
+) -> VoiceList:
+    """Registered voices (oldest first), then presets: one sequence, paged by ``limit``/``after``."""
+    data: list[VoiceObject] = []
+    preset_start = 0
+    after_registered = after is not None and is_voice_id(after)
+    if after_registered and kind == "preset":
+        raise _bad_cursor()
+    if kind != "preset" and (after is None or after_registered):
+        page = state.voice_store.list(owner, admin=admin, limit=limit, after=after)
+        data = [voice_object(m) for m in page.voices]
+        if page.has_more:
+            return VoiceList(data=data, first_id=data[0].id, last_id=data[-1].id, has_more=True)
+    presets = _preset_objects(state) if kind != "registered" else []
+    if after is not None and not after_registered:
+        ids = [p.id for p in presets]
+        if after not in ids:
+            raise _bad_cursor()
+        preset_start = ids.index(after) + 1
+    room = limit - len(data)
+    data.extend(presets[preset_start : preset_start + room])
+    has_more = preset_start + room < len(presets)
+    return VoiceList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/v1/audio/voices", response_model=VoiceList, summary="List voices (registered, then presets)")
+async def list_voices(
+    request: Request,
+    limit: int = Query(default=20, ge=1, le=100, description="Voices per page (1-100)."),
+    after: str | None = Query(
+        default=None, max_length=200, description="Cursor: the `last_id` of the previous page."
+    ),
+    kind: Literal["registered", "preset"] | None = Query(
+        default=None, alias="type", description="Only registered voices, or only presets."
+    ),
+) -> VoiceList:
+    """OpenAI-style list: registered voices oldest first, then the presets of available backends,
+    as one sequence paged with ``limit`` and ``after`` (``has_more``, ``first_id``, ``last_id``)."""
+    owner, admin = owner_of(request)
+    return await asyncio.to_thread(_list_page, request.app.state, owner, admin, limit, after, kind)
 
 
 @router.get("/v1/audio/voices/{voice_id}", response_model=VoiceObject, summary="Retrieve a registered voice")

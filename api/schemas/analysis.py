@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import TranscriptText
 from api.synthesis.tuning import Priority
 
 
@@ -12,8 +13,9 @@ class AnalyzeJSON(BaseModel):
     voice: str = Field(
         min_length=1, description="A registered voice, `file+`, `url+`, `base64+` or `data:` source."
     )
-    transcript: str | None = Field(
-        default=None, max_length=2000, description="Compared with Whisper's transcript."
+    transcript: TranscriptText = Field(
+        default=None,
+        description="Compared with Whisper's transcript; at most `MAX_TRANSCRIPT_CHARS` characters.",
     )
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import TranscriptText
+
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
@@ -45,8 +47,9 @@ class SpeechRequest(BaseModel):
     )
 
     # --- extensions ---
-    prompt_text: str | None = Field(
-        default=None, max_length=2000, description="Transcript of the reference clip (cloning backends)."
+    prompt_text: TranscriptText = Field(
+        default=None,
+        description="Transcript of the reference clip (cloning backends); at most `MAX_TRANSCRIPT_CHARS` characters.",
     )
     seed: int | None = Field(
         default=None, ge=0, le=2**63 - 1, description="Random seed: same seed, same audio."

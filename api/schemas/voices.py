@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import TranscriptText
+
 
 class VoiceCreateJSON(BaseModel):
     """JSON form of ``POST /v1/audio/voices``: the audio as any voice source form."""
@@ -15,8 +17,9 @@ class VoiceCreateJSON(BaseModel):
     audio: str = Field(
         min_length=1, description="`url+https://…`, `base64+…`, `data:audio/…;base64,…` or `file+PATH`."
     )
-    transcript: str | None = Field(
-        default=None, max_length=2000, description="What the clip says (else Whisper)."
+    transcript: TranscriptText = Field(
+        default=None,
+        description="What the clip says (else Whisper); at most `MAX_TRANSCRIPT_CHARS` characters.",
     )
 
 
@@ -35,8 +38,13 @@ class VoiceObject(BaseModel):
 
 
 class VoiceList(BaseModel):
+    """One page of ``GET /v1/audio/voices`` (registered voices oldest first, then presets)."""
+
     object: Literal["list"] = "list"
     data: list[VoiceObject]
+    first_id: str | None = None
+    last_id: str | None = Field(default=None, description="Pass as `after` to get the next page.")
+    has_more: bool = False
 
 
 class VoiceDeleted(BaseModel):

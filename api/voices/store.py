@@ -14,14 +14,28 @@ first, so a voice disappears atomically. Leftover ``.tmp-``/``.del-`` directorie
 store opens.
 
 Concurrency: mutations hold a process lock and an ``flock`` on ``<root>/.lock`` (several server
-processes may share a root). Reads take no lock. Nothing is cached in memory: lookups read the disk.
+processes may share a root). Reads take no lock.
 
-Namespaces: each API key owns one (:func:`namespace_for`); ``admin=True`` calls see all of them.
+Index: each store keeps in memory, per namespace, name → id and the ids in listing order
+(``created_at``, ``id``), built by reading every ``meta.json`` once when the store opens (bounded by
+the voices on disk) and updated by its own creates/deletes right after the atomic rename. A lookup
+by id or name is a dict hit plus one ``meta.json`` read; a listing page reads only its voices.
+Every create/delete also replaces ``<root>/.generation`` (a random token, temp + rename); a store
+that finds the token changed by another process rebuilds its index before answering, and writers
+refresh under the lock, so names stay unique and quotas exact across processes.
+
+Quota: ``max_per_namespace`` (``MAX_VOICES_PER_KEY``, 0 = unlimited) voices per namespace; one
+more is refused with 403 ``voice_quota_exceeded``.
+
+Namespaces: each API key owns one (:func:`api.auth.owner_for_key`, the only place that derives
+it); ``admin=True`` calls see all of them.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -31,15 +45,15 @@ import shutil
 import threading
 import wave
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from api.errors import ConflictError, InvalidRequestError, NotFoundError
+from api.auth import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE  # re-exported for callers
+from api.errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
 
 try:
     import fcntl
@@ -52,19 +66,11 @@ TranscriptSource = Literal["given", "stored", "whisper"]
 
 AUDIO_FILE = "audio.wav"
 META_FILE = "meta.json"
-DEFAULT_NAMESPACE = "default"
+GENERATION_FILE = ".generation"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
 _ID_RE = re.compile(r"^voice_[A-Za-z0-9_-]{16}$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_UNSET: Any = object()
-
-
-def namespace_for(api_key: str | None) -> str:
-    """The namespace owned by an API key (a hash, never the key); no key → ``default``."""
-    if not api_key:
-        return DEFAULT_NAMESPACE
-    return "k" + sha256(api_key.encode("utf-8")).hexdigest()[:32]
 
 
 def validate_name(name: str) -> str:
@@ -77,6 +83,16 @@ def validate_name(name: str) -> str:
             code="invalid_voice_name",
         )
     return name
+
+
+def quota_error(limit: int) -> PermissionDeniedError:
+    """The 403 of a registration beyond ``MAX_VOICES_PER_KEY``."""
+    return PermissionDeniedError(
+        f"This API key already has {limit} registered voices, the most this server allows "
+        "(MAX_VOICES_PER_KEY); delete one before registering another.",
+        param="name",
+        code="voice_quota_exceeded",
+    )
 
 
 def is_voice_id(key: str) -> bool:
@@ -129,8 +145,20 @@ class VoiceMeta:
         )
 
 
+@dataclass(frozen=True)
+class VoicePage:
+    """One page of a listing: voices in order, and whether more follow the last one."""
+
+    voices: list[VoiceMeta]
+    has_more: bool = False
+
+
 class VoiceStore(Protocol):
-    """Where registered voices live. ``owner`` is a namespace; ``admin=True`` spans all of them."""
+    """Where registered voices live. ``owner`` is a namespace; ``admin=True`` spans all of them.
+
+    Kept small on purpose: any backend (this file store, a future SQL one) implements these seven.
+    Voices are ordered by ``(created_at, id)`` (oldest first) everywhere.
+    """
 
     def create(
         self,
@@ -143,37 +171,31 @@ class VoiceStore(Protocol):
         transcript_source: TranscriptSource | None = None,
         quality: Mapping[str, Any] | None = None,
     ) -> VoiceMeta:
-        """Store a new voice; 409 when ``name`` exists in ``owner``'s namespace, 400 for a bad name."""
+        """Store a new voice; 409 when ``name`` exists in ``owner``'s namespace, 403 when the
+        namespace holds its quota of voices already, 400 for a bad name."""
         ...
 
     def find(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta | None:
-        """A voice by id or name, or ``None``."""
+        """Resolve a voice id or name to its metadata, or ``None`` (own namespace first)."""
         ...
 
     def get(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta:
         """A voice by id or name; 404 when missing."""
         ...
 
-    def list(self, owner: str, *, admin: bool = False) -> list[VoiceMeta]:
-        """Voices of ``owner`` (all namespaces when ``admin``), oldest first."""
+    def list(
+        self, owner: str, *, admin: bool = False, limit: int | None = None, after: str | None = None
+    ) -> VoicePage:
+        """Voices of ``owner`` (all namespaces when ``admin``), oldest first: at most ``limit``
+        (all when ``None``) of those after the voice id ``after`` (400 when it is not listed)."""
+        ...
+
+    def count(self, owner: str) -> int:
+        """How many voices ``owner``'s namespace holds."""
         ...
 
     def load_audio(self, meta: VoiceMeta) -> tuple[np.ndarray, int]:
         """The stored clip as float32 ``(channels, n)`` and its sample rate."""
-        ...
-
-    def update(
-        self,
-        owner: str,
-        key: str,
-        *,
-        admin: bool = False,
-        name: str = ...,
-        transcript: str | None = ...,
-        transcript_source: TranscriptSource | None = ...,
-        quality: Mapping[str, Any] = ...,
-    ) -> VoiceMeta:
-        """Change metadata (only the fields given); 404 when missing, 409 on a name clash."""
         ...
 
     def delete(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta:
@@ -233,15 +255,58 @@ def _json_bytes(meta: VoiceMeta) -> bytes:
     return json.dumps(meta.to_json(), ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
-class FileVoiceStore:
-    """A :class:`VoiceStore` on the local filesystem (see the module docstring)."""
+@dataclass(frozen=True)
+class _Entry:
+    """What the in-memory index keeps of a voice (its metadata stays on disk)."""
 
-    def __init__(self, root: Path | str) -> None:
+    order: tuple[str, str]  # (created_at, id): the listing order
+    name: str
+    namespace: str
+
+
+class _Index:
+    """Name → id per namespace, id → entry, and each namespace's ids in listing order."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, _Entry] = {}
+        self.by_name: dict[str, dict[str, str]] = {}
+        self.ordered: dict[str, list[tuple[str, str]]] = {}
+
+    def add(self, meta: VoiceMeta) -> None:
+        entry = _Entry((meta.created_at, meta.id), meta.name, meta.owner)
+        self.by_id[meta.id] = entry
+        self.by_name.setdefault(meta.owner, {})[meta.name] = meta.id
+        bisect.insort(self.ordered.setdefault(meta.owner, []), entry.order)
+
+    def remove(self, voice_id: str) -> None:
+        entry = self.by_id.pop(voice_id, None)
+        if entry is None:
+            return
+        names = self.by_name.get(entry.namespace, {})
+        if names.get(entry.name) == voice_id:
+            del names[entry.name]
+        ordered = self.ordered.get(entry.namespace, [])
+        i = bisect.bisect_left(ordered, entry.order)
+        if i < len(ordered) and ordered[i] == entry.order:
+            del ordered[i]
+
+
+class FileVoiceStore:
+    """A :class:`VoiceStore` on the local filesystem (see the module docstring).
+
+    ``max_per_namespace`` (``MAX_VOICES_PER_KEY``; 0 = unlimited) caps the voices of one namespace.
+    """
+
+    def __init__(self, root: Path | str, *, max_per_namespace: int = 0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_per_namespace = max(0, int(max_per_namespace))
         self._lock = threading.RLock()
+        self._index = _Index()
+        self._generation: str | None = None
         with self._mutating():
             self._sweep()
+            self._refresh(force=True)
 
     # -- locking ------------------------------------------------------------------------------
 
@@ -265,6 +330,46 @@ class FileVoiceStore:
                 if entry.name.startswith((".tmp-", ".del-")):
                     shutil.rmtree(entry, ignore_errors=True)
 
+    # -- the index ----------------------------------------------------------------------------
+
+    def _read_generation(self) -> str:
+        try:
+            return (self.root / GENERATION_FILE).read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def _bump_generation(self) -> None:
+        """Tell other processes sharing the root that the set of voices changed (lock held)."""
+        gen = secrets.token_hex(8)
+        tmp = self.root / f".{GENERATION_FILE}.{gen}.tmp"
+        try:
+            tmp.write_text(gen + "\n", "ascii")
+            os.replace(tmp, self.root / GENERATION_FILE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._generation = gen
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Rebuild the index from disk when another process changed the voices (or ``force``).
+
+        The generation is read before the scan, so a change that lands during the scan is seen
+        again on the next call. The scan reads each ``meta.json`` once: bounded by the voices on disk.
+        """
+        gen = self._read_generation()
+        with self._lock:
+            if not force and gen == self._generation:
+                return
+            index = _Index()
+            for ns_dir in self._namespace_dirs():
+                for entry in ns_dir.iterdir():
+                    if is_voice_id(entry.name) and entry.is_dir():
+                        meta = self._read_meta(entry)
+                        if meta is not None and meta.owner == ns_dir.name:
+                            index.add(meta)
+            self._index, self._generation = index, gen
+
     # -- reading ------------------------------------------------------------------------------
 
     def _namespace_dirs(self) -> list[Path]:
@@ -281,45 +386,40 @@ class FileVoiceStore:
             return None
         return meta if meta.id == voice_dir.name else None
 
-    def _scan(self, namespace: str) -> list[VoiceMeta]:
-        ns_dir = self.root / _check_namespace(namespace)
-        if not ns_dir.is_dir():
-            return []
-        out = []
-        for entry in ns_dir.iterdir():
-            if is_voice_id(entry.name) and entry.is_dir():
-                meta = self._read_meta(entry)
-                if meta is not None:
-                    out.append(meta)
-        return sorted(out, key=lambda m: (m.created_at, m.id))
+    def _load(self, voice_id: str) -> VoiceMeta | None:
+        """The metadata of an indexed voice: one ``meta.json`` read."""
+        entry = self._index.by_id.get(voice_id)
+        if entry is None:
+            return None
+        return self._read_meta(self.root / entry.namespace / voice_id)
 
     def _namespaces(self, owner: str, admin: bool) -> list[str]:
         _check_namespace(owner)
         if not admin:
             return [owner]
-        others = [p.name for p in self._namespace_dirs() if p.name != owner]
-        return [owner, *others]
+        return [owner, *sorted(ns for ns in self._index.ordered if ns != owner)]
 
     def find(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta | None:
         if not isinstance(key, str) or not key:
             return None
-        namespaces = self._namespaces(owner, admin)
+        _check_namespace(owner)
+        self._refresh()
+        index = self._index
         if is_voice_id(key):
-            for ns in namespaces:
-                meta = self._read_meta(self.root / ns / key)
-                if meta is not None:
-                    return meta
-        own = [m for m in self._scan(owner) if m.name == key]
-        if own:
-            return own[0]
+            entry = index.by_id.get(key)
+            if entry is not None and (admin or entry.namespace == owner):
+                return self._load(key)
+        own = index.by_name.get(owner, {}).get(key)
+        if own is not None:
+            return self._load(own)
         if admin:
-            matches = [m for ns in namespaces[1:] for m in self._scan(ns) if m.name == key]
+            matches = [names[key] for ns, names in index.by_name.items() if ns != owner and key in names]
             if len(matches) > 1:
                 raise ConflictError(
                     "Several namespaces have a voice with this name; use its id.", param="voice"
                 )
             if matches:
-                return matches[0]
+                return self._load(matches[0])
         return None
 
     def get(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta:
@@ -328,9 +428,32 @@ class FileVoiceStore:
             raise _not_found()
         return meta
 
-    def list(self, owner: str, *, admin: bool = False) -> list[VoiceMeta]:
-        metas = [m for ns in self._namespaces(owner, admin) for m in self._scan(ns)]
-        return sorted(metas, key=lambda m: (m.created_at, m.id))
+    def list(
+        self, owner: str, *, admin: bool = False, limit: int | None = None, after: str | None = None
+    ) -> VoicePage:
+        namespaces = self._namespaces(owner, admin)
+        self._refresh()
+        index = self._index
+        if len(namespaces) == 1:
+            ordered = index.ordered.get(owner, [])
+        else:
+            ordered = list(heapq.merge(*(index.ordered.get(ns, []) for ns in namespaces)))
+        start = 0
+        if after is not None:
+            entry = index.by_id.get(after)
+            if entry is None or entry.namespace not in namespaces:
+                raise InvalidRequestError(
+                    "'after' must be the id of a voice from an earlier page.", param="after"
+                )
+            start = bisect.bisect_right(ordered, entry.order)
+        stop = len(ordered) if limit is None else min(len(ordered), start + max(0, limit))
+        voices = [m for _, vid in ordered[start:stop] if (m := self._load(vid)) is not None]
+        return VoicePage(voices, has_more=stop < len(ordered))
+
+    def count(self, owner: str) -> int:
+        _check_namespace(owner)
+        self._refresh()
+        return len(self._index.by_name.get(owner, {}))
 
     def load_audio(self, meta: VoiceMeta) -> tuple[np.ndarray, int]:
         if not is_voice_id(meta.id):
@@ -362,8 +485,12 @@ class FileVoiceStore:
         if sample_rate <= 0:
             raise InvalidRequestError("Invalid sample rate.", param="file")
         with self._mutating():
-            if any(m.name == name for m in self._scan(owner)):
+            self._refresh()  # another process may have written since: the lock makes this exact
+            names = self._index.by_name.get(owner, {})
+            if name in names:
                 raise ConflictError(f"A voice named '{name}' already exists.", param="name")
+            if self.max_per_namespace and len(names) >= self.max_per_namespace:
+                raise quota_error(self.max_per_namespace)
             ns_dir = self.root / owner
             ns_dir.mkdir(exist_ok=True)
             voice_id = new_voice_id()
@@ -390,57 +517,27 @@ class FileVoiceStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            # the voice is on disk: index it, then publish the change (a failure here only makes
+            # other processes rebuild later; this one's index is already right)
+            self._index.add(meta)
+            with contextlib.suppress(OSError):
+                self._bump_generation()
             return meta
-
-    def update(
-        self,
-        owner: str,
-        key: str,
-        *,
-        admin: bool = False,
-        name: str = _UNSET,
-        transcript: str | None = _UNSET,
-        transcript_source: TranscriptSource | None = _UNSET,
-        quality: Mapping[str, Any] = _UNSET,
-    ) -> VoiceMeta:
-        with self._mutating():
-            meta = self.get(owner, key, admin=admin)
-            changes: dict[str, Any] = {}
-            if name is not _UNSET and name != meta.name:
-                validate_name(name)
-                if any(m.name == name for m in self._scan(meta.owner)):
-                    raise ConflictError(f"A voice named '{name}' already exists.", param="name")
-                changes["name"] = name
-            if transcript is not _UNSET:
-                changes["transcript"] = transcript
-            if transcript_source is not _UNSET:
-                changes["transcript_source"] = transcript_source
-            if quality is not _UNSET:
-                changes["quality"] = dict(quality)
-            if not changes:
-                return meta
-            new = replace(meta, **changes)
-            voice_dir = self.root / meta.owner / meta.id
-            tmp = voice_dir / f".{META_FILE}.{secrets.token_hex(4)}.tmp"
-            try:
-                _write_bytes(tmp, _json_bytes(new))
-                os.replace(tmp, voice_dir / META_FILE)
-                _fsync_dir(voice_dir)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            return new
 
     def delete(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta:
         with self._mutating():
+            self._refresh()
             meta = self.get(owner, key, admin=admin)
             ns_dir = self.root / meta.owner
             trash = ns_dir / f".del-{meta.id}-{secrets.token_hex(4)}"
             try:
                 os.rename(ns_dir / meta.id, trash)
             except FileNotFoundError:
+                self._index.remove(meta.id)
                 raise _not_found() from None
             _fsync_dir(ns_dir)
+            self._index.remove(meta.id)
+            with contextlib.suppress(OSError):
+                self._bump_generation()
             shutil.rmtree(trash, ignore_errors=True)
             return meta

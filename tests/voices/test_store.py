@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import api.voices.store as store_mod
-from api.errors import ConflictError, InvalidRequestError, NotFoundError
-from api.voices.store import FileVoiceStore, is_voice_id, namespace_for
+from api.auth import DEFAULT_NAMESPACE, owner_for_key
+from api.errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from api.voices.store import FileVoiceStore, VoicePage, is_voice_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +75,7 @@ def test_create_layout_and_roundtrip(store: FileVoiceStore) -> None:
 def test_invalid_names_are_400(store: FileVoiceStore, name: str) -> None:
     with pytest.raises(InvalidRequestError):
         store.create("default", name, tone(), 16000)
-    assert store.list("default") == []
+    assert store.list("default") == VoicePage([])
 
 
 @pytest.mark.parametrize("name", ["a", "a" * 64, "My voice_2.0-final", ".hidden", "x..y"])
@@ -89,7 +90,7 @@ def test_duplicate_name_in_namespace_is_409(store: FileVoiceStore) -> None:
         store.create("default", "bob", tone(), 16000)
     assert info.value.status_code == 409
     store.create("other", "bob", tone(), 16000)  # another namespace may reuse it
-    assert len(store.list("default")) == 1
+    assert store.count("default") == 1
 
 
 def test_ids_are_unique_url_safe() -> None:
@@ -99,22 +100,22 @@ def test_ids_are_unique_url_safe() -> None:
 
 
 def test_namespaces_are_isolated_and_admin_sees_all(store: FileVoiceStore) -> None:
-    a, b = namespace_for("key-a"), namespace_for("key-b")
+    a, b = owner_for_key("key-a"), owner_for_key("key-b")
     assert a != b and "key" not in a
     va = store.create(a, "voice", tone(), 16000)
     vb = store.create(b, "voice", tone(), 16000)
-    assert [m.id for m in store.list(a)] == [va.id]
+    assert [m.id for m in store.list(a).voices] == [va.id]
     assert store.find(a, vb.id) is None  # not by id
     with pytest.raises(NotFoundError):
         store.get(a, vb.id)
     with pytest.raises(NotFoundError):
         store.delete(a, vb.id)
     assert store.get(b, vb.id) == vb
-    assert {m.id for m in store.list(a, admin=True)} == {va.id, vb.id}
+    assert {m.id for m in store.list(a, admin=True).voices} == {va.id, vb.id}
     assert store.get(a, vb.id, admin=True) == vb
     assert store.get(a, "voice", admin=True) == va  # own namespace first
     with pytest.raises(ConflictError):  # ambiguous across other namespaces
-        store.get(namespace_for("admin"), "voice", admin=True)
+        store.get(owner_for_key("admin"), "voice", admin=True)
 
 
 def test_bad_namespace_rejected(store: FileVoiceStore) -> None:
@@ -138,19 +139,6 @@ def test_delete_and_missing(store: FileVoiceStore) -> None:
     with pytest.raises(NotFoundError):
         store.delete("default", meta.id)
     store.create("default", "gone", tone(), 16000)  # the name is free again
-
-
-def test_update_metadata(store: FileVoiceStore) -> None:
-    store.create("default", "x", tone(), 16000)
-    store.create("default", "y", tone(), 16000)
-    new = store.update("default", "x", transcript="hi there", transcript_source="whisper", quality={"q": 1})
-    assert store.get("default", "x") == new
-    assert new.transcript == "hi there" and new.quality == {"q": 1}
-    with pytest.raises(ConflictError):
-        store.update("default", "x", name="y")
-    assert store.update("default", "x", name="z").name == "z"
-    with pytest.raises(NotFoundError):
-        store.get("default", "x")
 
 
 # --- atomicity -------------------------------------------------------------------------------------
@@ -178,28 +166,12 @@ def test_failure_mid_write_leaves_earlier_voices_and_no_partial(
     monkeypatch.setattr(store_mod, "_write_bytes", real_write)
 
     assert store.find("default", "broken") is None
-    assert [m.id for m in store.list("default")] == [m.id for m in before]
+    assert [m.id for m in store.list("default").voices] == [m.id for m in before]
     assert sorted(p.name for p in (store.root / "default").iterdir()) == sorted(m.id for m in before)
     for m in before:
         samples, _ = store.load_audio(store.get("default", m.id))
         assert samples.shape[1] == 8000
     assert store.create("default", "broken", tone(), 16000).name == "broken"
-
-
-def test_failure_during_metadata_update_keeps_old_metadata(
-    store: FileVoiceStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    meta = store.create("default", "keep", tone(), 16000, transcript="old", transcript_source="given")
-
-    def failing_replace(src: Any, dst: Any) -> None:
-        raise OSError(5, "I/O error")
-
-    monkeypatch.setattr(store_mod.os, "replace", failing_replace)
-    with pytest.raises(OSError):
-        store.update("default", "keep", transcript="new")
-    monkeypatch.undo()
-    assert store.get("default", "keep") == meta
-    assert sorted(p.name for p in (store.root / "default" / meta.id).iterdir()) == ["audio.wav", "meta.json"]
 
 
 def test_stale_temp_dirs_are_invisible_and_swept(tmp_path: Path) -> None:
@@ -208,7 +180,7 @@ def test_stale_temp_dirs_are_invisible_and_swept(tmp_path: Path) -> None:
     junk = tmp_path / "default" / ".tmp-voice_AAAAAAAAAAAAAAAA-dead"
     junk.mkdir()
     (junk / "audio.wav").write_bytes(b"partial")
-    assert [m.id for m in s.list("default")] == [keep.id]
+    assert [m.id for m in s.list("default").voices] == [keep.id]
     FileVoiceStore(tmp_path)
     assert not junk.exists()
 
@@ -232,7 +204,7 @@ def test_concurrent_creates_same_name_one_wins(store: FileVoiceStore) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == ["conflict"] * 7 + ["ok"]
-    assert len(store.list("default")) == 1
+    assert store.count("default") == 1
 
 
 def test_two_processes_share_a_root_without_duplicates(tmp_path: Path) -> None:
@@ -247,7 +219,7 @@ def test_two_processes_share_a_root_without_duplicates(tmp_path: Path) -> None:
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO) for _ in range(2)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
-    names = [m.name for m in FileVoiceStore(tmp_path).list("default")]
+    names = [m.name for m in FileVoiceStore(tmp_path).list("default").voices]
     assert sorted(names) == sorted(f"n{i}" for i in range(15))
 
 
@@ -293,7 +265,7 @@ def test_kill_9_mid_registration_loses_nothing(tmp_path: Path, seed: int) -> Non
     assert proc.returncode == -signal.SIGKILL
 
     s = FileVoiceStore(root)
-    listed = s.list("default")
+    listed = s.list("default").voices
     listed_ids = [m.id for m in listed]
     assert set(done) <= set(listed_ids)  # every acknowledged voice survived
     assert len(listed_ids) - len(done) <= 1  # at most the in-flight one, and only if it completed
@@ -302,3 +274,88 @@ def test_kill_9_mid_registration_loses_nothing(tmp_path: Path, seed: int) -> Non
         assert rate == 16000 and samples.shape == (1, 48000)
         assert meta.transcript is not None
     assert not [p for p in (root / "default").iterdir() if p.name.startswith(".")]
+
+
+# --- namespace function, index, quota, paging -------------------------------------------------
+
+
+def test_one_namespace_function() -> None:
+    """Namespaces come from api.auth.owner_for_key only (the store no longer has its own)."""
+    assert not hasattr(store_mod, "namespace_for")
+    assert owner_for_key(None) == owner_for_key("") == DEFAULT_NAMESPACE
+    ns = owner_for_key("sk-secret-value")
+    assert ns == owner_for_key("sk-secret-value") != owner_for_key("sk-other")
+    assert "secret" not in ns and store_mod._NAMESPACE_RE.match(ns)
+
+
+def test_lookups_read_one_meta_file(store: FileVoiceStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    metas = [store.create("default", f"v{i}", tone(0.05), 16000) for i in range(30)]
+    reads: list[str] = []
+    real = store_mod.FileVoiceStore._read_meta
+
+    def counting(self: FileVoiceStore, voice_dir: Path) -> Any:
+        reads.append(voice_dir.name)
+        return real(self, voice_dir)
+
+    monkeypatch.setattr(store_mod.FileVoiceStore, "_read_meta", counting)
+    assert store.get("default", "v17").id == metas[17].id
+    assert reads == [metas[17].id]
+    reads.clear()
+    assert store.find("default", "alloy") is None and reads == []  # a preset name: no disk read
+    assert store.get("default", metas[3].id) == metas[3] and reads == [metas[3].id]
+    reads.clear()
+    assert [m.name for m in store.list("default", limit=2, after=metas[10].id).voices] == ["v11", "v12"]
+    assert sorted(reads) == sorted([metas[11].id, metas[12].id])
+
+
+def test_index_survives_restart_and_follows_other_processes(tmp_path: Path) -> None:
+    a = FileVoiceStore(tmp_path)
+    b = FileVoiceStore(tmp_path)  # another server process on the same root
+    va = a.create("default", "from-a", tone(), 16000)
+    assert b.get("default", "from-a") == va  # b notices a's write (generation token)
+    with pytest.raises(ConflictError):
+        b.create("default", "from-a", tone(), 16000)
+    b.delete("default", "from-a")
+    assert a.find("default", "from-a") is None
+    vb = b.create("default", "again", tone(), 16000)
+    restarted = FileVoiceStore(tmp_path)  # the index is rebuilt from disk
+    assert restarted.get("default", "again") == vb and restarted.count("default") == 1
+
+
+def test_quota_per_namespace(tmp_path: Path) -> None:
+    s = FileVoiceStore(tmp_path, max_per_namespace=2)
+    k1, k2 = owner_for_key("k1"), owner_for_key("k2")
+    s.create(k1, "a", tone(), 16000)
+    s.create(k1, "b", tone(), 16000)
+    with pytest.raises(PermissionDeniedError) as err:
+        s.create(k1, "c", tone(), 16000)
+    assert err.value.status_code == 403 and "MAX_VOICES_PER_KEY" in err.value.message
+    s.create(k2, "c", tone(), 16000)  # another key is unaffected
+    s.delete(k1, "a")
+    s.create(k1, "c", tone(), 16000)  # room again after a delete
+    assert s.count(k1) == 2 and s.count(k2) == 1
+    assert FileVoiceStore(tmp_path).count(k1) == 2
+
+
+def test_paging(store: FileVoiceStore) -> None:
+    made = [store.create("default", f"p{i}", tone(0.05), 16000) for i in range(5)]
+    store.create("other", "elsewhere", tone(0.05), 16000)
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        page = store.list("default", limit=2, after=after)
+        pages += 1
+        assert len(page.voices) <= 2
+        seen += [m.id for m in page.voices]
+        if not page.has_more:
+            break
+        after = page.voices[-1].id
+    assert seen == [m.id for m in made] and pages == 3
+    assert store.list("default").voices == made  # no limit: everything
+    with pytest.raises(InvalidRequestError):
+        store.list("default", after="voice_AAAAAAAAAAAAAAAA")
+    other = store.list("other").voices[0].id
+    with pytest.raises(InvalidRequestError):  # a cursor from another namespace is not accepted
+        store.list("default", after=other)
+    assert len(store.list("default", admin=True, limit=10).voices) == 6
