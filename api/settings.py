@@ -242,16 +242,16 @@ class Settings(BaseSettings):
     """Reference audio longer than this is refused when decoding (seconds)."""
     max_prompt_seconds: float = 10.0
     """Reference clips are cut (at a pause) to at most this long before cloning."""
-
-    # --- requests ---------------------------------------------------------------------------
     max_voices_per_key: int = 0
     """Registered voices one API key (namespace) may keep; a registration beyond it gets 403. 0 = unlimited."""
+
+    # --- requests ---------------------------------------------------------------------------
     max_input_chars: int = 4096
     """Longest ``input`` accepted by /v1/audio/speech (characters)."""
-    max_concurrency: int = 1
-    """Syntheses running at once."""
     max_transcript_chars: int = 2000
     """Longest reference transcript (``transcript``, ``prompt_text``), JSON or multipart (characters, after stripping)."""
+    max_concurrency: int = 1
+    """Syntheses running at once."""
     max_queue: int = 8
     """Requests waiting for a synthesis slot; beyond this, 429."""
     reference_concurrency: int = 2
