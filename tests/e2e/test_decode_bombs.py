@@ -197,8 +197,8 @@ def test_bombs_through_every_source(
         base = _reset_peak(pid)
         r = _request(bomb_server, route, source, name, http_base)
         growth = _vm(pid, "VmHWM") - base
+        assert growth <= MAX_GROWTH, f"{name}: server peak RSS grew {growth / 1e6:.0f} MB ({r.status_code})"
         _expect(r, name, source)
-        assert growth <= MAX_GROWTH, f"{name}: server peak RSS grew {growth / 1e6:.0f} MB"
     if source == "url":
         assert len(http_server.hits) == hits, "the server must not fetch from loopback"
     assert bomb_server.proc.poll() is None, bomb_server.log()
@@ -213,8 +213,8 @@ def test_every_corpus_file_as_base64_to_analyze(bomb_server: ServerProcess, name
         bomb_server.base_url + "/v1/audio/analyze", json={"voice": "base64+" + _b64(name)}, timeout=60
     )
     growth = _vm(pid, "VmHWM") - base
+    assert growth <= MAX_GROWTH, f"{name}: server peak RSS grew {growth / 1e6:.0f} MB ({r.status_code})"
     _expect(r, name, "base64")
-    assert growth <= MAX_GROWTH, f"{name}: server peak RSS grew {growth / 1e6:.0f} MB"
 
 
 def test_server_still_speaks_after_the_bombs(bomb_server: ServerProcess) -> None:
