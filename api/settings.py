@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     web_dir: Path | None = Field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
     """Directory of the web player served at /web (unset or missing: no player)."""
     cors_origins: list[str] = Field(default_factory=list)
-    """Origins allowed by CORS (JSON list). Empty: CORS headers are not sent."""
+    """Origins allowed by CORS (comma-separated or JSON list). Empty: CORS headers are not sent."""
 
     # --- models and engines -----------------------------------------------------------------
     default_model: str = "kokoro"
@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     model_aliases: dict[str, str] = Field(
         default_factory=lambda: {"tts-1": "kokoro", "tts-1-hd": "kokoro", "gpt-4o-mini-tts": "kokoro"}
     )
-    """OpenAI model name → backend name (JSON object)."""
+    """OpenAI model name → backend name (``a=b,c=d`` or a JSON object)."""
     engine: Literal["auto", "torch", "onnx", "trt"] = "auto"
     """How ZipVoice runs: auto picks TensorRT on a GPU with engines, else PyTorch CUDA, else ONNX int8, else PyTorch CPU."""
     onnx_precision: Literal["fp32", "int8"] = "int8"
@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     num_threads: int = 0
     """CPU threads per engine (torch / onnxruntime intra-op). 0 = number of cores."""
     preload_models: list[str] = Field(default_factory=lambda: ["kokoro"])
-    """Backends loaded and warmed at startup (JSON list); others load lazily on first use."""
+    """Backends loaded and warmed at startup (comma-separated or JSON list); others load lazily on first use."""
     allow_downloads: bool = True
     """Fetch missing weights from the network (Hugging Face, GitHub releases) into the cache."""
     cache_dir: Path = Field(default_factory=_default_cache_dir)
@@ -213,7 +213,7 @@ class Settings(BaseSettings):
             "cedar": "bm_george",
         }
     )
-    """OpenAI voice name → configured voice (a preset or a registered voice), JSON object."""
+    """OpenAI voice name → configured voice (a preset or a registered voice); ``a=b,c=d`` or a JSON object."""
 
     # --- ZipVoice ---------------------------------------------------------------------------
     zipvoice_model_dir: Path | None = None
@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     voice_file_root: Path | None = None
     """Root for ``file+PATH`` voices. Unset: file voices are refused (403)."""
     voice_url_allowed_hosts: list[str] = Field(default_factory=list)
-    """If non-empty, ``url+`` voices may only come from these hosts (JSON list)."""
+    """If non-empty, ``url+`` voices may only come from these hosts (comma-separated or JSON list)."""
     voice_url_timeout: float = 10.0
     """Total time allowed to fetch a ``url+`` voice (seconds)."""
     max_voice_bytes: int = 10 * 1024 * 1024
@@ -267,6 +267,6 @@ class Settings(BaseSettings):
 
     # --- auth -------------------------------------------------------------------------------
     api_keys: list[str] = Field(default_factory=list)
-    """Accepted API keys (JSON list). Empty: no authentication."""
+    """Accepted API keys (comma-separated or JSON list). Empty: no authentication."""
     admin_api_keys: list[str] = Field(default_factory=list)
-    """API keys that also see and manage every namespace's voices (JSON list)."""
+    """API keys that also see and manage every namespace's voices (comma-separated or JSON list)."""
