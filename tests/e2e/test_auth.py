@@ -45,7 +45,8 @@ def _routes(server: ServerProcess) -> list[tuple[str, str]]:
         for method in ops
         if path not in PUBLIC
     ]
-    return [*out, ("GET", "/"), ("GET", "/no/such/route"), ("POST", "/v1/audio/transcriptions")]
+    # "/" is public: it only redirects to the player (tests/e2e/test_settings_env.py)
+    return [*out, ("GET", "/no/such/route"), ("POST", "/v1/audio/transcriptions")]
 
 
 def _assert_401(r: httpx.Response) -> None:
