@@ -19,8 +19,10 @@ Security: ``pickle`` is unpickled with ``find_class`` restricted to exactly
 ``torch.*Storage`` classes, which only serve as dtype markers; each is mapped to a local,
 torch-free replacement. Any other global (``os.system``, ``builtins.eval``, ``torch.nn.Module``,
 …) raises before it can be called. Tensor views are bounds-checked against their storage
-(no out-of-range strided reads), storage sizes are checked against the zip entries before they
-are read, and every tensor is returned as its own contiguous copy.
+(no out-of-range strided reads, no stride-0 blow-ups), storage sizes are checked against the zip
+entries before they are read, ``data.pkl`` is capped at 256 MiB, and every tensor is returned as
+its own contiguous, writeable, native-endian copy (bfloat16 is widened to float32, since numpy
+has no bfloat16).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = ["UnsafeCheckpointError", "load_checkpoint", "load_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+_MAX_PICKLE_BYTES = 256 * 1024 * 1024  # data.pkl of a state dict is kilobytes; refuse absurd ones
 
 
 class UnsafeCheckpointError(ValueError):
@@ -264,6 +267,8 @@ def _load_zip(path: Path) -> Any:
                 )
             storage.data = np.frombuffer(zf.read(entry), dtype=storage.stype.dtype)
 
+        if zf.getinfo(pkls[0]).file_size > _MAX_PICKLE_BYTES:
+            raise UnsafeCheckpointError(f"{path}: {pkls[0]} is larger than {_MAX_PICKLE_BYTES} bytes")
         with zf.open(pkls[0]) as fh:
             return _resolve(_RestrictedUnpickler(fh, load_storage, byteorder).load())
 

@@ -45,6 +45,7 @@ _EXPECTED = {
     "head": "ISTFTHead",
 }
 _LN_EPS = 1e-6
+_MLP_ROWS = 256  # time steps per pointwise-MLP block
 _MAG_MAX = np.float32(1e2)
 
 
@@ -157,8 +158,9 @@ _ERF_BETA = tuple(
 
 
 def _horner(x2: np.ndarray, coeffs: tuple[np.float32, ...]) -> np.ndarray:
-    acc = np.full_like(x2, coeffs[0])
-    for c in coeffs[1:]:
+    acc = x2 * coeffs[0]
+    acc += coeffs[1]
+    for c in coeffs[2:]:
         acc *= x2
         acc += c
     return acc
@@ -177,18 +179,20 @@ def erf(x: np.ndarray) -> np.ndarray:
 _GELU_BLOCK = 16384  # elements per pass: the ~30 elementwise passes stay in the CPU cache
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU as ``torch.nn.GELU()``: ``0.5 * x * (1 + erf(x / sqrt(2)))``, float32."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    for start in range(0, flat_x.shape[0], _GELU_BLOCK):
-        xb = flat_x[start : start + _GELU_BLOCK]
+def _gelu_inplace(flat: np.ndarray) -> None:
+    for start in range(0, flat.shape[0], _GELU_BLOCK):
+        xb = flat[start : start + _GELU_BLOCK]
         ob = erf(xb * np.float32(0.7071067811865476))
         ob += np.float32(1.0)
         ob *= xb
         ob *= np.float32(0.5)
-        flat_out[start : start + _GELU_BLOCK] = ob
+        xb[...] = ob
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU as ``torch.nn.GELU()``: ``0.5 * x * (1 + erf(x / sqrt(2)))``, float32."""
+    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    _gelu_inplace(out.reshape(-1))
     return out
 
 
@@ -268,15 +272,16 @@ class NumpyVocos:
             window=params["feature_extractor.mel_spec.spectrogram.window"],
             fb=params["feature_extractor.mel_spec.mel_scale.fb"],
         )
-        # time-major layouts: conv taps as (7, C_in, C_out), linears as (in, out)
-        self._embed_w = np.ascontiguousarray(params["backbone.embed.weight"].transpose(2, 1, 0))
+        # time-major layouts: linears as (in, out)
+        embed_w = params["backbone.embed.weight"]
+        self._embed_w = np.ascontiguousarray(embed_w.reshape(embed_w.shape[0], -1).T)  # (C_in * 7, dim)
         self._embed_b = params["backbone.embed.bias"]
         self._norm = (params["backbone.norm.weight"], params["backbone.norm.bias"])
         self._final_norm = (
             params["backbone.final_layer_norm.weight"],
             params["backbone.final_layer_norm.bias"],
         )
-        self._blocks = []
+        self._blocks: list[dict[str, np.ndarray]] = []
         for i in range(self.num_layers):
             p = f"backbone.convnext.{i}."
             self._blocks.append(
@@ -332,22 +337,34 @@ class NumpyVocos:
         x = np.ascontiguousarray(x.transpose(0, 2, 1))  # (B, T, n_mels)
         batch, steps, _ = x.shape
         xp = _pad_time(x, 3)
-        h = np.empty((batch, steps, self._embed_b.shape[0]), dtype=np.float32)
-        h[...] = self._embed_b
-        for k in range(7):
-            h += xp[:, k : k + steps] @ self._embed_w[k]
-        h = _layer_norm(h, *self._norm)
+        # conv embedding as one im2col matmul: rows (b, t), columns (c_in, tap) like the weight
+        cols = np.lib.stride_tricks.sliding_window_view(xp, 7, axis=1).reshape(batch * steps, -1)
+        h = cols @ self._embed_w
+        h += self._embed_b
+        h = _layer_norm(h, *self._norm).reshape(batch, steps, -1)
         for blk in self._blocks:
             hp = _pad_time(h, 3)
             dw = hp[:, 0:steps] * blk["dw_w"][0]
             for k in range(1, 7):
                 dw += hp[:, k : k + steps] * blk["dw_w"][k]
             dw += blk["dw_b"]
-            y = _layer_norm(dw, blk["ln_w"], blk["ln_b"])
-            y = gelu(y @ blk["w1"] + blk["b1"])
-            y = y @ blk["w2"] + blk["b2"]
-            h = h + blk["gamma"] * y
+            y = _layer_norm(dw.reshape(batch * steps, -1), blk["ln_w"], blk["ln_b"])
+            h = h + self._mlp(y, blk).reshape(batch, steps, -1)
         return _layer_norm(h, *self._final_norm).astype(np.float32, copy=False)
+
+    @staticmethod
+    def _mlp(y: np.ndarray, blk: dict[str, np.ndarray]) -> np.ndarray:
+        """``gamma * pwconv2(gelu(pwconv1(y)))`` on ``(rows, dim)``, in row blocks that stay cache-sized."""
+        out = np.empty((y.shape[0], blk["w2"].shape[1]), dtype=np.float32)
+        for start in range(0, y.shape[0], _MLP_ROWS):
+            hidden = y[start : start + _MLP_ROWS] @ blk["w1"]
+            hidden += blk["b1"]
+            _gelu_inplace(hidden.reshape(-1))
+            block = hidden @ blk["w2"]
+            block += blk["b2"]
+            block *= blk["gamma"]
+            out[start : start + _MLP_ROWS] = block
+        return out
 
     def head(self, x: np.ndarray) -> np.ndarray:
         """``(B, T, dim)`` -> waveform ``(B, (T - 1) * hop)`` float32."""

@@ -84,6 +84,28 @@ def test_fixture_vocoder_checkpoint_matches_torch_load(reference_dir: Path) -> N
         np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
 
 
+def test_fixture_zipvoice_checkpoints_match_torch_load(reference_dir: Path) -> None:
+    torch = pytest.importorskip("torch")
+    paths = sorted((reference_dir / "models").glob("*/model.pt"))
+    assert paths
+    for path in paths:
+        ref = torch.load(path, map_location="cpu", weights_only=True)
+        ref = ref["model"] if "model" in ref and isinstance(ref["model"], dict) else ref
+        ours = load_state_dict(path)
+        assert set(ours) == set(ref), path
+        for key, tensor in ref.items():
+            np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=f"{path}: {key}")
+
+
+def test_oversized_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.zipvoice import torch_pickle
+
+    path = _write_zip(tmp_path / "big.pt", {"x": "y" * 200}, {})
+    monkeypatch.setattr(torch_pickle, "_MAX_PICKLE_BYTES", 100)
+    with pytest.raises(UnsafeCheckpointError, match="larger than"):
+        load_checkpoint(path)
+
+
 def _torch_zoo(torch: Any) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     base = torch.randn(6, 5, generator=gen)
