@@ -1,11 +1,14 @@
-"""Smoke test of the benchmark harness (``scripts/bench.py``): tiny settings, shape only, no timings.
+"""Smoke test of the benchmark harness (``scripts/bench.py``, the ``scripts/bench/`` package): tiny
+settings, shape only, no timings.
 
 Runs the engine section with the fixture's tiny ZipVoice checkpoint and vocoder (1 repeat) in a
-subprocess, as a user would, and checks the JSON and markdown it writes; plus the pure helpers.
+subprocess, as a user would (through ``scripts/bench.py`` and as ``python -m scripts.bench.engine``),
+and checks the JSON and markdown it writes; plus the pure helpers and the section registry.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -28,8 +31,34 @@ def test_stats_helpers() -> None:
     assert percentile([1, 2, 3, 4], 95) == 4
 
 
+def test_section_registry_and_cli() -> None:
+    from bench.cli import parse_args
+    from bench.harness import sections
+
+    found = sections()
+    assert list(found) == ["engine", "server", "streaming", "voice_reuse", "concurrency", "transcription"]
+    assert all(s.title and s.note and callable(s.run) and callable(s.render) for s in found.values())
+    quick = parse_args(["--quick"])
+    assert quick.sections == list(found)
+    assert (quick.outputs, quick.zipvoice_variants, quick.clients) == (["~5 s"], ["zipvoice_distill"], [1, 4])
+    assert (quick.streaming_chars, quick.whisper_models, quick.zipvoice_budget) == (300, ["tiny.en"], 240.0)
+    assert parse_args(["engine", "server"]).sections == ["engine", "server"]
+    assert parse_args(["--sections", "streaming,concurrency"]).sections == ["streaming", "concurrency"]
+    with pytest.raises(SystemExit):
+        parse_args(["--sections", "nope"])
+
+
+def test_interleaving_alternates_the_order() -> None:
+    from bench.harness import interleaved
+
+    calls: list[str] = []
+    pairs = list(interleaved(lambda: calls.append("a") or "A", lambda: calls.append("b") or "B", 4))
+    assert pairs == [("A", "B")] * 4
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+
+
 def test_goals_and_report_render(tmp_path: Path) -> None:
-    import bench  # scripts/bench.py
+    from bench import engine, harness
 
     results = {
         "engine": {
@@ -69,22 +98,41 @@ def test_goals_and_report_render(tmp_path: Path) -> None:
             ]
         },
     }
-    goals = bench.goals(results, [1.0, 1.0, 1.0])
+    goals = harness.goals(results, [1.0, 1.0, 1.0])
     assert {g["met"] for g in goals} <= {True, False, None}
     assert any(g["met"] is None for g in goals)  # the projected (not measured) row
-    table = bench.md_goals(goals)
+    table = harness.md_goals(goals)
     assert table.startswith("| goal |") and len(table.splitlines()) == len(goals) + 2
-    assert "~5 s" in bench.md_engine(results["engine"])
+    assert "~5 s" in engine.render(results["engine"])
+    cfg = argparse.Namespace(
+        threads=2, repeats=3, repeats_server=4, md=tmp_path / "r.md", json=tmp_path / "r.json"
+    )
+    meta = {
+        "date": "d",
+        "command": "c",
+        "machine": harness.machine(),
+        "loadavg_start": [1.0],
+        "loadavg_end": [1.0],
+        "duration_s": 1.0,
+    }
+    harness.write_report(cfg, meta, results, goals)
+    text = cfg.md.read_text()
+    assert "## Goals" in text and "## Engine" in text and "## Voice reuse" in text
+    assert text.index("## Engine") < text.index("## Voice reuse")
+    assert json.loads(cfg.json.read_text())["sections"] == results
 
 
 @pytest.mark.slow
-def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [[str(REPO_ROOT / "scripts" / "bench.py"), "--sections", "engine"], ["-m", "scripts.bench.engine"]],
+    ids=["bench.py", "module"],
+)
+def test_engine_section_tiny(tmp_path: Path, reference_dir: Path, entry: list[str]) -> None:
     md, js = tmp_path / "b.md", tmp_path / "b.json"
     cmd = [
         sys.executable,
-        str(REPO_ROOT / "scripts" / "bench.py"),
-        "--sections",
-        "engine",
+        *entry,
         "--zipvoice-size",
         "tiny",
         "--backends",
