@@ -303,6 +303,7 @@ class FileVoiceStore:
         self.max_per_namespace = max(0, int(max_per_namespace))
         self._lock = threading.RLock()
         self._index = _Index()
+        self._index_lock = threading.Lock()  # short: guards the index, never held during I/O
         self._generation: str | None = None
         with self._mutating():
             self._sweep()
@@ -368,7 +369,8 @@ class FileVoiceStore:
                         meta = self._read_meta(entry)
                         if meta is not None and meta.owner == ns_dir.name:
                             index.add(meta)
-            self._index, self._generation = index, gen
+            with self._index_lock:
+                self._index, self._generation = index, gen
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -386,41 +388,46 @@ class FileVoiceStore:
             return None
         return meta if meta.id == voice_dir.name else None
 
-    def _load(self, voice_id: str) -> VoiceMeta | None:
-        """The metadata of an indexed voice: one ``meta.json`` read."""
-        entry = self._index.by_id.get(voice_id)
-        if entry is None:
-            return None
-        return self._read_meta(self.root / entry.namespace / voice_id)
+    def _read_indexed(self, voice_id: str, namespace: str) -> VoiceMeta | None:
+        """The metadata of an indexed voice: one ``meta.json`` read (outside the index lock)."""
+        return self._read_meta(self.root / namespace / voice_id)
 
     def _namespaces(self, owner: str, admin: bool) -> list[str]:
-        _check_namespace(owner)
+        """``owner`` then, for an admin, every other indexed namespace (index lock held)."""
         if not admin:
             return [owner]
         return [owner, *sorted(ns for ns in self._index.ordered if ns != owner)]
+
+    def _locate(self, owner: str, key: str, admin: bool) -> tuple[str, str] | None:
+        """(id, namespace) of the voice ``key`` names, from the index alone."""
+        with self._index_lock:
+            index = self._index
+            if is_voice_id(key):
+                entry = index.by_id.get(key)
+                if entry is not None and (admin or entry.namespace == owner):
+                    return key, entry.namespace
+            own = index.by_name.get(owner, {}).get(key)
+            if own is not None:
+                return own, owner
+            if admin:
+                matches = [
+                    (names[key], ns) for ns, names in index.by_name.items() if ns != owner and key in names
+                ]
+                if len(matches) > 1:
+                    raise ConflictError(
+                        "Several namespaces have a voice with this name; use its id.", param="voice"
+                    )
+                if matches:
+                    return matches[0]
+        return None
 
     def find(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta | None:
         if not isinstance(key, str) or not key:
             return None
         _check_namespace(owner)
         self._refresh()
-        index = self._index
-        if is_voice_id(key):
-            entry = index.by_id.get(key)
-            if entry is not None and (admin or entry.namespace == owner):
-                return self._load(key)
-        own = index.by_name.get(owner, {}).get(key)
-        if own is not None:
-            return self._load(own)
-        if admin:
-            matches = [names[key] for ns, names in index.by_name.items() if ns != owner and key in names]
-            if len(matches) > 1:
-                raise ConflictError(
-                    "Several namespaces have a voice with this name; use its id.", param="voice"
-                )
-            if matches:
-                return self._load(matches[0])
-        return None
+        found = self._locate(owner, key, admin)
+        return self._read_indexed(*found) if found is not None else None
 
     def get(self, owner: str, key: str, *, admin: bool = False) -> VoiceMeta:
         meta = self.find(owner, key, admin=admin)
@@ -431,29 +438,34 @@ class FileVoiceStore:
     def list(
         self, owner: str, *, admin: bool = False, limit: int | None = None, after: str | None = None
     ) -> VoicePage:
-        namespaces = self._namespaces(owner, admin)
+        _check_namespace(owner)
         self._refresh()
-        index = self._index
-        if len(namespaces) == 1:
-            ordered = index.ordered.get(owner, [])
-        else:
-            ordered = list(heapq.merge(*(index.ordered.get(ns, []) for ns in namespaces)))
-        start = 0
-        if after is not None:
-            entry = index.by_id.get(after)
-            if entry is None or entry.namespace not in namespaces:
-                raise InvalidRequestError(
-                    "'after' must be the id of a voice from an earlier page.", param="after"
-                )
-            start = bisect.bisect_right(ordered, entry.order)
-        stop = len(ordered) if limit is None else min(len(ordered), start + max(0, limit))
-        voices = [m for _, vid in ordered[start:stop] if (m := self._load(vid)) is not None]
-        return VoicePage(voices, has_more=stop < len(ordered))
+        with self._index_lock:
+            index = self._index
+            namespaces = self._namespaces(owner, admin)
+            if len(namespaces) == 1:
+                ordered = index.ordered.get(owner, [])
+            else:
+                ordered = list(heapq.merge(*(index.ordered.get(ns, []) for ns in namespaces)))
+            start = 0
+            if after is not None:
+                entry = index.by_id.get(after)
+                if entry is None or entry.namespace not in namespaces:
+                    raise InvalidRequestError(
+                        "'after' must be the id of a voice from an earlier page.", param="after"
+                    )
+                start = bisect.bisect_right(ordered, entry.order)
+            stop = len(ordered) if limit is None else min(len(ordered), start + max(0, limit))
+            page = [(vid, index.by_id[vid].namespace) for _, vid in ordered[start:stop]]
+            has_more = stop < len(ordered)
+        voices = [m for vid, ns in page if (m := self._read_indexed(vid, ns)) is not None]
+        return VoicePage(voices, has_more=has_more)
 
     def count(self, owner: str) -> int:
         _check_namespace(owner)
         self._refresh()
-        return len(self._index.by_name.get(owner, {}))
+        with self._index_lock:
+            return len(self._index.by_name.get(owner, {}))
 
     def load_audio(self, meta: VoiceMeta) -> tuple[np.ndarray, int]:
         if not is_voice_id(meta.id):
@@ -486,10 +498,12 @@ class FileVoiceStore:
             raise InvalidRequestError("Invalid sample rate.", param="file")
         with self._mutating():
             self._refresh()  # another process may have written since: the lock makes this exact
-            names = self._index.by_name.get(owner, {})
-            if name in names:
+            with self._index_lock:
+                names = self._index.by_name.get(owner, {})
+                taken, held = name in names, len(names)
+            if taken:
                 raise ConflictError(f"A voice named '{name}' already exists.", param="name")
-            if self.max_per_namespace and len(names) >= self.max_per_namespace:
+            if self.max_per_namespace and held >= self.max_per_namespace:
                 raise quota_error(self.max_per_namespace)
             ns_dir = self.root / owner
             ns_dir.mkdir(exist_ok=True)
@@ -519,7 +533,8 @@ class FileVoiceStore:
                 raise
             # the voice is on disk: index it, then publish the change (a failure here only makes
             # other processes rebuild later; this one's index is already right)
-            self._index.add(meta)
+            with self._index_lock:
+                self._index.add(meta)
             with contextlib.suppress(OSError):
                 self._bump_generation()
             return meta
@@ -533,10 +548,12 @@ class FileVoiceStore:
             try:
                 os.rename(ns_dir / meta.id, trash)
             except FileNotFoundError:
-                self._index.remove(meta.id)
+                with self._index_lock:
+                    self._index.remove(meta.id)
                 raise _not_found() from None
             _fsync_dir(ns_dir)
-            self._index.remove(meta.id)
+            with self._index_lock:
+                self._index.remove(meta.id)
             with contextlib.suppress(OSError):
                 self._bump_generation()
             shutil.rmtree(trash, ignore_errors=True)

@@ -359,3 +359,36 @@ def test_paging(store: FileVoiceStore) -> None:
     with pytest.raises(InvalidRequestError):  # a cursor from another namespace is not accepted
         store.list("default", after=other)
     assert len(store.list("default", admin=True, limit=10).voices) == 6
+
+
+def test_reads_during_writes_never_fail(store: FileVoiceStore) -> None:
+    """Lookups and listings (admin: every namespace) run while other threads create and delete."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                store.list("default", admin=True, limit=5)
+                store.find("default", "w3", admin=True)
+                store.count("default")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def writer(ns: str) -> None:
+        for i in range(12):
+            store.create(ns, f"w{i}", tone(0.02), 16000)
+            if i % 3 == 0:
+                store.delete(ns, f"w{i}")
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(f"ns{j}",)) for j in range(3)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors
+    assert [store.count(f"ns{j}") for j in range(3)] == [8, 8, 8]
