@@ -52,18 +52,51 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-class _StorageType:
+class _Frozen:
+    """Base of the objects ``find_class`` hands to the pickle: a ``BUILD`` opcode cannot alter them
+    (no ``__dict__``, no attribute assignment), so one file cannot tamper with later loads."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise UnsafeCheckpointError(f"checkpoint pickle tries to modify the loader ({name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise UnsafeCheckpointError(f"checkpoint pickle tries to modify the loader ({name!r})")
+
+
+class _StorageType(_Frozen):
     """Stand-in for ``torch.<X>Storage``: only carries the element dtype."""
+
+    __slots__ = ("convert", "dtype", "name")
+    name: str
+    dtype: np.dtype[Any]
+    convert: Callable[[np.ndarray], np.ndarray] | None
 
     def __init__(
         self, name: str, dtype: np.dtype[Any], convert: Callable[[np.ndarray], np.ndarray] | None
     ) -> None:
-        self.name = name
-        self.dtype = dtype
-        self.convert = convert
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "convert", convert)
 
     def __repr__(self) -> str:
         return f"<storage type {self.name}>"
+
+
+class _AllowedCall(_Frozen):
+    """An allowed callable (``REDUCE`` target), wrapped so that it cannot be modified either."""
+
+    __slots__ = ("fn", "name")
+    name: str
+    fn: Callable[..., Any]
+
+    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "fn", fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
 
 
 _STORAGE_TYPES: dict[str, _StorageType] = {
@@ -81,6 +114,9 @@ _STORAGE_TYPES: dict[str, _StorageType] = {
         ("BoolStorage", "?", None),
         ("ComplexFloatStorage", "<c8", None),
         ("ComplexDoubleStorage", "<c16", None),
+        ("UInt16Storage", "<u2", None),
+        ("UInt32Storage", "<u4", None),
+        ("UInt64Storage", "<u8", None),
     )
 }
 
@@ -172,9 +208,9 @@ def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: An
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _AllowedCall("OrderedDict", OrderedDict),
+    ("torch._utils", "_rebuild_tensor_v2"): _AllowedCall("_rebuild_tensor_v2", _rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _AllowedCall("_rebuild_parameter", _rebuild_parameter),
     **{("torch", name): stype for name, stype in _STORAGE_TYPES.items()},
 }
 
@@ -210,7 +246,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnsafeCheckpointError("legacy storage views are not supported")
         known = self.storages.get(key)
         if known is not None:
-            if known.stype is not stype or known.numel != numel:
+            if known.stype.name != stype.name or known.numel != numel:
                 raise UnsafeCheckpointError(f"storage {key!r} declared twice with different types/sizes")
             return known
         storage = _Storage(stype, key, numel)
@@ -321,7 +357,17 @@ def load_checkpoint(path: str | Path) -> Any:
             return _load_legacy(fh, path)
     except UnsafeCheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        RecursionError,
+    ) as exc:
         raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
 
 

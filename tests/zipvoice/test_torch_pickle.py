@@ -38,6 +38,13 @@ class _Call:
         self.func, self.args = _Global(module, name), args
 
 
+class _Build:
+    """Pickled as ``target`` + ``state`` + ``BUILD`` (what ``__setstate__``/``__dict__`` updates use)."""
+
+    def __init__(self, target: Any, state: Any) -> None:
+        self.target, self.state = target, state
+
+
 class _Pickler(pickle._Pickler):  # the pure-Python pickler: save_global can be bypassed
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, _Storage):
@@ -48,6 +55,11 @@ class _Pickler(pickle._Pickler):  # the pure-Python pickler: save_global can be 
         this: Any = self  # pickle._Pickler's internals are not in the type stubs
         if isinstance(obj, _Global):
             this.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+            return
+        if isinstance(obj, _Build):
+            self.save(obj.target)
+            self.save(obj.state)
+            this.write(pickle.BUILD)
             return
         if isinstance(obj, _Call):
             self.save(obj.func)
@@ -217,6 +229,41 @@ def test_unknown_globals_are_refused(tmp_path: Path, module: str, name: str) -> 
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        _Global("torch", "FloatStorage"),
+        _Global("torch._utils", "_rebuild_tensor_v2"),
+        _Global("collections", "OrderedDict"),
+    ],
+    ids=["storage-type", "rebuild-function", "ordereddict-class"],
+)
+@pytest.mark.parametrize(
+    "state",
+    [{"dtype": "<i1", "__defaults__": (1,)}, (None, {"dtype": "<i1", "convert": None})],
+    ids=["dict-state", "slot-state"],
+)
+def test_build_cannot_tamper_with_allowed_objects(tmp_path: Path, target: _Global, state: Any) -> None:
+    evil = _write_zip(tmp_path / "evil.pt", {"x": _Build(target, state)}, {})
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(evil)
+    # and the loader still reads ordinary checkpoints as before
+    data = np.array([1.0, 2.0], dtype="<f4")
+    good = {"w": _tensor(_Storage("FloatStorage", "0", 2), 0, (2,), (1,))}
+    state_dict = load_state_dict(_write_zip(tmp_path / "good.pt", good, {"0": data.tobytes()}))
+    assert state_dict["w"].dtype == np.float32
+    np.testing.assert_array_equal(state_dict["w"], data)
+
+
+def test_deeply_nested_pickle_is_a_clear_error(tmp_path: Path) -> None:
+    deep = pickle.PROTO + b"\x02" + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 100_000 + pickle.STOP  # ((((),),),)…
+    path = tmp_path / "deep.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", deep)
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(path)
+
+
 def test_handcrafted_checkpoint_loads(tmp_path: Path) -> None:
     """The reader needs no torch: a checkpoint written here without torch loads as written."""
     data = np.arange(12, dtype="<f4")
@@ -233,10 +280,12 @@ def test_handcrafted_checkpoint_loads(tmp_path: Path) -> None:
 
 def test_big_endian_storage(tmp_path: Path) -> None:
     values = np.array([1.5, -2.25, 3e7], dtype=">f4")
-    obj = {"w": _tensor(_Storage("FloatStorage", "0", 3), 0, (3,), (1,))}
+    storage = _Storage("FloatStorage", "0", 3)
+    obj = {"w": _tensor(storage, 0, (3,), (1,)), "tail": _tensor(storage, 1, (2,), (1,))}
     state = load_state_dict(_write_zip(tmp_path / "be.pt", obj, {"0": values.tobytes()}, byteorder="big"))
     assert state["w"].dtype == np.float32
     np.testing.assert_array_equal(state["w"], values.astype(np.float32))
+    np.testing.assert_array_equal(state["tail"], values[1:].astype(np.float32))
 
 
 @pytest.mark.parametrize(
