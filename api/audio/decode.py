@@ -18,6 +18,8 @@ sees never contain paths or FFmpeg internals:
 * a stream that changes its sample rate, channel count or channel layout after the first frame
   (the "per-frame rate drop" decode bomb: a 48 kHz FLAC frame followed by frames claiming 1 Hz) →
   :class:`~api.errors.InvalidRequestError` (400, ``audio_format_change``);
+* more than ``MAX_FRAMES_PER_SECOND`` packets + frames per second of decoded audio (a CPU bomb of
+  tiny frames) → :class:`~api.errors.InvalidRequestError` (400, ``audio_too_fragmented``);
 * not recognizable as audio, no audio stream, undecodable, a sample rate outside the supported range
   or too many channels → :class:`~api.errors.UnsupportedMediaError` (415).
 
@@ -49,6 +51,13 @@ MIN_RATE = 1_000
 MAX_RATE = 384_000
 #: Most samples (per channel) one decoded frame may hold; real codecs stay far below (FLAC: 65535).
 MAX_FRAME_SAMPLES = 1 << 20
+#: Packets + frames (each counted) allowed per second of decoded audio, after ``FRAME_GRACE`` of them.
+#: Each costs tens of microseconds whatever it holds, so a file of tiny frames (16-sample FLAC frames
+#: are ~11 bytes) would otherwise burn a minute of CPU inside the sample limits. 1000/s leaves room
+#: for the smallest real frames (Opus' 2.5 ms: 400 packets + 400 frames a second) and for WAV's
+#: 4096-byte packets.
+MAX_FRAMES_PER_SECOND = 1_000
+FRAME_GRACE = 2_000
 
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, ValueError, OSError, EOFError, IndexError)
 
@@ -190,6 +199,13 @@ def _too_large_seconds(max_seconds: float) -> PayloadTooLargeError:
     )
 
 
+def _fragmented() -> InvalidRequestError:
+    return InvalidRequestError(
+        "The audio is split into too many tiny frames; the file looks corrupt or crafted.",
+        code="audio_too_fragmented",
+    )
+
+
 def _too_large_bytes(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"The decoded audio is larger than the {limit} byte limit.", code="audio_too_large"
@@ -222,9 +238,13 @@ def _decode_stream(container: Any, limits: _Limits) -> tuple[np.ndarray, int]:
     layout = ""
     total = 0
     errors = 0
+    work = 0  # packets + frames handled: each costs time whatever it holds
 
     packets = container.demux(stream)
     while True:
+        work += 1
+        if work > FRAME_GRACE and work > FRAME_GRACE + MAX_FRAMES_PER_SECOND * total / (rate or MAX_RATE):
+            raise _fragmented()
         try:
             packet = next(packets)
         except StopIteration:
@@ -242,6 +262,7 @@ def _decode_stream(container: Any, limits: _Limits) -> tuple[np.ndarray, int]:
                 break
             continue
         for frame in frames:
+            work += 1
             n = int(frame.samples)
             if n == 0:
                 continue

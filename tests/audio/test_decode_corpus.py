@@ -27,6 +27,7 @@ EXPECTED = {
     "flac_rate_3hz.flac": (415, "unsupported_audio"),
     "flac_channels_1_to_8.flac": (400, "audio_format_change"),
     "wav_zero_channels.wav": (415, "unsupported_audio"),
+    "flac_tiny_frames_96k.flac": (400, "audio_too_fragmented"),
 }
 
 

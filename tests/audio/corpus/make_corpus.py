@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from functools import cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +81,7 @@ _RATE_CODES = {88200: 1, 176400: 2, 192000: 3, 8000: 4, 16000: 5, 22050: 6, 2400
                32000: 8, 44100: 9, 48000: 10, 96000: 11}  # fmt: skip
 
 
+@cache
 def frame(number: int, rate: int, channels: int, block: int, bps: int = 8) -> bytes:
     """One fixed-blocksize FLAC frame of ``block`` silent samples per channel claiming ``rate`` Hz."""
     assert 1 <= block <= 65535 and bps == 8
@@ -117,7 +119,7 @@ def flac(frames: list[tuple[int, int, int]], *, rate: int = 48000, channels: int
     """A FLAC stream: STREAMINFO for ``rate``/``channels``, then ``(rate, channels, block)`` frames."""
     out = streaminfo(rate, channels, block=max(b for _, _, b in frames))
     for i, (r, c, b) in enumerate(frames):
-        out += frame(i, r, c, b)
+        out += frame(i % 0x800, r, c, b)
     return out
 
 
@@ -148,6 +150,9 @@ def corpus() -> dict[str, bytes]:
         # a WAV claiming 0 channels: FFmpeg opens no decoder for it; an early draft of the hardened
         # decoder read the stream's rate from that missing decoder and answered 500 (found by the fuzz)
         "wav_zero_channels.wav": wav(0, 16000, 16, bytes(200)),
+        # 40 000 frames of 16 samples at 96 kHz (11 bytes each, 6.7 s of audio): inside every sample
+        # limit, but each frame costs the decoder the same fixed time: ~6 s of CPU for 440 kB
+        "flac_tiny_frames_96k.flac": flac([(96000, 1, 16)] * 40_000, rate=96000),
     }
 
 
