@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     """Backends loaded and warmed at startup (comma-separated or JSON list); others load lazily on first use."""
     allow_downloads: bool = True
     """Fetch missing weights from the network (Hugging Face, GitHub releases) into the cache."""
+    hub_retry_after_s: float = Field(default=300.0, ge=0)
+    """After a failed Hugging Face hub probe, answer 503 at once for this many seconds before probing again."""
+    hub_probe_timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of the one hub probe made before a download (no retries)."""
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     """Where downloaded weights and derived files (assembled ONNX, TensorRT engines) are kept."""
 

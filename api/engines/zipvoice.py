@@ -60,9 +60,21 @@ def _has(module: str) -> bool:
 
 
 def _cuda_available() -> bool:
+    """A CUDA device usable by torch (``False`` without torch)."""
+    if not _has("torch"):
+        return False
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _ort_cuda_available() -> bool:
+    """onnxruntime has the CUDA execution provider (the ``onnxruntime-gpu`` wheel)."""
+    if not _has("onnxruntime"):
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class RuntimeProbe:
     tensorrt: Callable[[], bool] = lambda: _has("tensorrt")
     onnxruntime: Callable[[], bool] = lambda: _has("onnxruntime")
     onnx: Callable[[], bool] = lambda: _has("onnx")  # needed to export ONNX from the checkpoint
+    torch: Callable[[], bool] = lambda: _has("torch")
+    ort_cuda: Callable[[], bool] = _ort_cuda_available
 
 
 @dataclass(frozen=True)
@@ -97,53 +111,77 @@ class EngineChoice:
         return f"torch ({self.device})"
 
 
-def choose_engine(settings: Settings, onnx_ready: bool, probe: RuntimeProbe | None = None) -> EngineChoice:
+def choose_engine(
+    settings: Settings,
+    onnx_ready: bool,
+    probe: RuntimeProbe | None = None,
+    onnx_fetchable: bool = False,
+) -> EngineChoice:
     """Pick the runtime from ``ENGINE``/``DEVICE`` and what is installed.
 
-    ``onnx_ready``: ONNX files exist for the variant (beside the checkpoint or in the export cache).
-    Without them an explicit ``onnx``/``trt`` engine exports the checkpoint once into
-    ``<cache_dir>/onnx/<variant>/<checkpoint digest>/`` (needs the ``onnx`` package).
+    ``onnx_ready``: ONNX files exist for the variant (official layout, beside the checkpoint or in
+    the export cache). ``onnx_fetchable``: the variant has official ONNX files on the hub and
+    downloads are allowed. Without either, an explicit ``onnx``/``trt`` engine exports the
+    checkpoint once into ``<cache_dir>/onnx/<variant>/<checkpoint digest>/`` (needs torch + onnx).
 
     ``auto``: TensorRT on a GPU when ``tensorrt`` is installed (engines are built from the ONNX,
-    exported if needed); else PyTorch on CUDA; else ONNX int8 on CPU when ``onnxruntime`` is
-    installed and the ONNX files already exist (``auto`` never starts a minutes-long export on a
-    CPU box by itself: run ``zipvoice-export`` or ``ENGINE=onnx`` once); else PyTorch on CPU.
-    An explicit engine that cannot run gives a choice with ``reason`` set (availability false).
+    exported if needed); else PyTorch on CUDA; else ONNX when the files exist or can be
+    downloaded (CUDA provider in fp32 where onnxruntime has it and ``DEVICE`` allows, else CPU
+    with ``ONNX_PRECISION``, int8 by default; ``auto`` never starts a minutes-long export by
+    itself); else PyTorch on CPU. Without torch, ONNX is chosen when it can run at all.
+    An engine that cannot run gives a choice with ``reason`` set (availability false).
     """
     probe = probe or RuntimeProbe()
     precision = settings.onnx_precision
     want_gpu = settings.device != "cpu"
-    gpu = want_gpu and probe.cuda()
+    have_torch = probe.torch()
+    gpu = want_gpu and have_torch and probe.cuda()
     cuda_device = settings.device if settings.device.startswith("cuda") else "cuda"
     have_ort = probe.onnxruntime()
-    onnx_ok = onnx_ready or probe.onnx()
+    onnx_ok = onnx_ready or (have_torch and probe.onnx())
     engine = settings.engine
+    no_torch = "torch is not installed (install the 'torch' extra)"
     if engine == "auto":
         if gpu and probe.tensorrt() and have_ort and onnx_ok:
             return EngineChoice("trt", cuda_device, "fp16")
         if gpu:
             return EngineChoice("torch", cuda_device)
-        if have_ort and onnx_ready and precision in ("fp32", "int8"):
+        if have_ort and (onnx_ready or onnx_fetchable) and precision in ("fp32", "int8"):
+            if want_gpu and probe.ort_cuda():
+                return EngineChoice("onnx", cuda_device, "fp32")
             return EngineChoice("onnx", "cpu", precision)
-        return EngineChoice("torch", "cpu")
+        if have_torch:
+            return EngineChoice("torch", "cpu")
+        return EngineChoice(
+            "torch",
+            "cpu",
+            reason=f"no ONNX files for this variant and {no_torch}"
+            if have_ort
+            else "neither onnxruntime nor torch is installed",
+        )
     if engine == "torch":
+        if not have_torch:
+            return EngineChoice("torch", "cpu", reason=f"ENGINE=torch: {no_torch}")
         return EngineChoice("torch", torch_device(settings.device))
     no_files = (
         "no ONNX files beside the checkpoint and the 'onnx' package (needed to export them) is not "
         "installed; run zipvoice-export or install onnx"
     )
     if engine == "onnx":
-        device = cuda_device if gpu else "cpu"
+        ort_gpu = want_gpu and (gpu or probe.ort_cuda())
+        device = cuda_device if ort_gpu else "cpu"
         if precision not in ("fp32", "int8"):
             return EngineChoice(
                 "onnx", device, precision, f"ONNX_PRECISION must be fp32 or int8, not {precision!r}"
             )
         if not have_ort:
             return EngineChoice("onnx", device, precision, "ENGINE=onnx needs the 'onnxruntime' package")
-        if not onnx_ok:
+        if not (onnx_ok or onnx_fetchable):
             return EngineChoice("onnx", device, precision, f"ENGINE=onnx: {no_files}")
         return EngineChoice("onnx", device, precision)
     # trt
+    if not have_torch:
+        return EngineChoice("trt", cuda_device, "fp16", f"ENGINE=trt: {no_torch}")
     if not want_gpu:
         return EngineChoice("trt", "cpu", "fp16", "ENGINE=trt needs a GPU but DEVICE=cpu")
     if not probe.tensorrt():
@@ -164,12 +202,16 @@ def choose_engine(settings: Settings, onnx_ready: bool, probe: RuntimeProbe | No
 def onnx_dir_for(settings: Settings, variant: str, model_dir: Path | None, precision: str) -> Path | None:
     """Where this variant's ONNX files of ``precision`` are: beside the checkpoint, else the export
     cache for the checkpoint's digest. ``None`` when neither has them."""
-    from api.zipvoice.onnx_export import checkpoint_digest, onnx_files
+    from api.zipvoice.runtime.ort_numpy import onnx_files
 
     if model_dir is None:
         return None
     if onnx_files(model_dir, precision) is not None:
         return model_dir
+    if not _has("torch"):  # the export cache is keyed by the checkpoint: a torch-side feature
+        return None
+    from api.zipvoice.onnx_export import checkpoint_digest
+
     try:
         cached = settings.cache_dir / "onnx" / variant / checkpoint_digest(model_dir)
     except FileNotFoundError:
@@ -223,30 +265,74 @@ class ZipVoiceEngine:
         self.runtime: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def official_onnx(self) -> bool:
+        """The hub publishes ONNX files for this variant (not for the dialog models)."""
+        return not self.defaults.dialog
+
+    def _uses_array_pipeline(self, choice: EngineChoice) -> bool:
+        """The torch-free pipeline (ONNX Runtime + numpy) serves this choice."""
+        return choice.kind == "onnx" and not self.defaults.dialog
+
     def availability(self) -> Availability:
-        for module, extra in (("torch", "torch"), ("piper_phonemize", "zipvoice"), ("jieba", "zipvoice")):
+        for module in ("piper_phonemize", "jieba"):
             if importlib.util.find_spec(module) is None:
-                return Availability(False, f"{module} is not installed (install the '{extra}' extra)")
+                return Availability(False, f"{module} is not installed (run uv sync)")
+        choice = self.engine_choice()
+        if not choice.ok:
+            if not self.official_onnx and not self.probe.torch():
+                return Availability(False, "no official ONNX files; needs the torch extra")
+            return Availability(False, choice.reason)
+        if self._uses_array_pipeline(choice):
+            from api.zipvoice.weights import local_model_dir, onnx_weights_state, weights_state
+
+            onnx_dir = self._onnx_dir(choice.precision)
+            if onnx_dir is None and local_model_dir(self._settings, self.variant) and self.probe.torch():
+                ok, reason = weights_state(self._settings, self.variant)  # exported on first use
+            else:
+                ok, reason = onnx_weights_state(
+                    self._settings, self.variant, choice.precision, model_present=onnx_dir is not None
+                )
+            return Availability(ok, reason)
+        if not self.probe.torch():
+            if not self.official_onnx:
+                return Availability(False, "no official ONNX files; needs the torch extra")
+            return Availability(False, "torch is not installed (install the 'torch' extra)")
         from api.zipvoice.weights import weights_state
 
         ok, reason = weights_state(self._settings, self.variant)
-        if not ok:
-            return Availability(False, reason)
-        choice = self.engine_choice()
-        if not choice.ok:
-            return Availability(False, choice.reason)
-        return Availability(True, reason)
+        return Availability(ok, reason)
+
+    def _onnx_dir(self, precision: str) -> Path | None:
+        """Existing ONNX files for ``precision``: an official-layout variant folder, else the
+        export beside / for the local checkpoint."""
+        from api.zipvoice.weights import local_model_dir, local_onnx_dir
+
+        found = local_onnx_dir(self._settings, self.variant, precision)
+        if found is not None:
+            return found
+        return onnx_dir_for(
+            self._settings, self.variant, local_model_dir(self._settings, self.variant), precision
+        )
 
     def engine_choice(self) -> EngineChoice:
         """The runtime this variant uses (or why the requested one cannot run)."""
-        from api.zipvoice.weights import local_model_dir
-
-        precision = self._settings.onnx_precision
-        model_dir = local_model_dir(self._settings, self.variant)
-        ready = onnx_dir_for(
-            self._settings, self.variant, model_dir, "fp32" if self._settings.engine == "trt" else precision
-        )
-        return choose_engine(self._settings, ready is not None, self.probe)
+        s = self._settings
+        precision = "fp32" if s.engine == "trt" else s.onnx_precision
+        ready = self._onnx_dir(precision) is not None
+        fetchable = self.official_onnx and s.allow_downloads and s.zipvoice_model_dir is None
+        choice = choose_engine(s, ready, self.probe, onnx_fetchable=fetchable)
+        # auto on the CUDA provider wants fp32: only if those files exist or can be fetched
+        if (
+            choice.ok
+            and choice.kind == "onnx"
+            and choice.precision != precision
+            and s.engine == "auto"
+            and self._onnx_dir(choice.precision) is None
+            and not fetchable
+        ):
+            choice = EngineChoice("onnx", "cpu", precision)
+        return choice
 
     def load(self) -> None:
         if self._pipeline is not None:
@@ -257,42 +343,85 @@ class ZipVoiceEngine:
             avail = self.availability()
             if not avail.ok:
                 raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {avail.reason}.")
-            import torch
-
-            from api.zipvoice.pipeline import ZipVoicePipeline
-            from api.zipvoice.tokenizer import get_tokenizer
-            from api.zipvoice.vocos import load_vocos
-            from api.zipvoice.weights import WeightsMissing, fetch_weights
-
-            try:
-                model_dir, vocos_dir = fetch_weights(self._settings, self.variant)
-            except WeightsMissing as exc:
-                raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {exc}.") from exc
-            if self._settings.num_threads:
-                torch.set_num_threads(self._settings.num_threads)
             choice = self.engine_choice()
             if not choice.ok:
                 raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {choice.reason}.")
-            if choice.kind == "torch" and choice.device == "cpu":
-                # Denormal floats make CPU matmuls several times slower on random-ish activations
-                # (measured: one decoder step 5–7 s → 1.9 s); flushing them changes nothing audible.
-                # Process-wide setting, harmless for the rest of the server.
-                torch.set_flush_denormal(True)
-            model = self._load_model(choice, model_dir, choice.device)
-            # ONNX/TensorRT samplers return CPU tensors: vocoder and pipeline stay on the CPU there
-            device = choice.device if choice.kind == "torch" else "cpu"
-            tokenizer = get_tokenizer(self.defaults.tokenizer, model_dir / "tokens.txt")
-            vocoder = load_vocos(vocos_dir, device=device)
-            if self.defaults.dialog:
-                from api.zipvoice.dialog import DialogPipeline
-
-                self._pipeline = DialogPipeline(
-                    model, tokenizer, vocoder, num_channels=self.channels, device=device
-                )
+            if self._uses_array_pipeline(choice):
+                self._load_array(choice)
             else:
-                self._pipeline = ZipVoicePipeline(model, tokenizer, vocoder, device=device)
+                self._load_torch(choice)
             self.runtime = choice.label
-            log.info("%s loaded (%s) from %s", self.variant, choice.label, model_dir)
+
+    def _load_array(self, choice: EngineChoice) -> None:
+        """The torch-free path: ONNX Runtime sessions, numpy features, sampler and vocoder."""
+        from api.zipvoice.pipeline import NumpyZipVoicePipeline
+        from api.zipvoice.runtime.array_frontend import load_array_frontend
+        from api.zipvoice.runtime.ort_numpy import load_onnx_dir
+        from api.zipvoice.tokenizer import get_tokenizer
+        from api.zipvoice.weights import (
+            WeightsMissing,
+            fetch_onnx_weights,
+            fetch_weights,
+            local_model_dir,
+            local_vocos_dir,
+        )
+
+        s = self._settings
+        try:
+            onnx_dir = self._onnx_dir(choice.precision)
+            vocos_dir = local_vocos_dir(s)
+            if onnx_dir is None and local_model_dir(s, self.variant) is not None and self.probe.torch():
+                model_dir, vocos_dir = fetch_weights(s, self.variant)
+                onnx_dir = ensure_onnx(s, self.variant, model_dir, choice.precision)
+            elif onnx_dir is None or vocos_dir is None:
+                onnx_dir, vocos_dir = fetch_onnx_weights(s, self.variant, choice.precision, onnx_dir)
+        except WeightsMissing as exc:
+            raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {exc}.") from exc
+        assert onnx_dir is not None and vocos_dir is not None
+        tokens = onnx_dir / "tokens.txt"
+        if not tokens.is_file():  # an export cache folder written before model.json/tokens.txt were copied
+            ckpt_dir = local_model_dir(s, self.variant)
+            if ckpt_dir is not None:
+                tokens = ckpt_dir / "tokens.txt"
+        model = load_onnx_dir(onnx_dir, choice.precision, num_threads=s.num_threads, device=choice.device)
+        tokenizer = get_tokenizer(self.defaults.tokenizer, tokens)
+        extractor, vocoder, frontend = load_array_frontend(vocos_dir)
+        self._pipeline = NumpyZipVoicePipeline(model, tokenizer, vocoder, extractor)
+        log.info("%s loaded (%s, %s front-end) from %s", self.variant, choice.label, frontend, onnx_dir)
+
+    def _load_torch(self, choice: EngineChoice) -> None:
+        import torch
+
+        from api.zipvoice.pipeline import ZipVoicePipeline
+        from api.zipvoice.tokenizer import get_tokenizer
+        from api.zipvoice.vocos import load_vocos
+        from api.zipvoice.weights import WeightsMissing, fetch_weights
+
+        try:
+            model_dir, vocos_dir = fetch_weights(self._settings, self.variant)
+        except WeightsMissing as exc:
+            raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {exc}.") from exc
+        if self._settings.num_threads:
+            torch.set_num_threads(self._settings.num_threads)
+        if choice.kind == "torch" and choice.device == "cpu":
+            # Denormal floats make CPU matmuls several times slower on random-ish activations
+            # (measured: one decoder step 5–7 s → 1.9 s); flushing them changes nothing audible.
+            # Process-wide setting, harmless for the rest of the server.
+            torch.set_flush_denormal(True)
+        model = self._load_model(choice, model_dir, choice.device)
+        # ONNX/TensorRT samplers return CPU tensors: vocoder and pipeline stay on the CPU there
+        device = choice.device if choice.kind == "torch" else "cpu"
+        tokenizer = get_tokenizer(self.defaults.tokenizer, model_dir / "tokens.txt")
+        vocoder = load_vocos(vocos_dir, device=device)
+        if self.defaults.dialog:
+            from api.zipvoice.dialog import DialogPipeline
+
+            self._pipeline = DialogPipeline(
+                model, tokenizer, vocoder, num_channels=self.channels, device=device
+            )
+        else:
+            self._pipeline = ZipVoicePipeline(model, tokenizer, vocoder, device=device)
+        log.info("%s loaded (%s) from %s", self.variant, choice.label, model_dir)
 
     def _load_model(self, choice: EngineChoice, model_dir: Path, device: str) -> Any:
         """The object whose ``sample(...)`` the pipeline calls: the torch model or a graph runtime."""
@@ -327,14 +456,21 @@ class ZipVoiceEngine:
     # -- synthesis ---------------------------------------------------------------------------
     def prepared_prompt(self, voice: ReferenceVoice) -> Any:
         """Prepared prompt for a clip, cached by its digest."""
-        import torch
+        from api.zipvoice.pipeline import NumpyZipVoicePipeline
 
         key = f"{voice.digest}:{self.channels}"
         prompt = self.prompts.get(key)
         if prompt is None:
-            prompt = self._pipeline.prepare_prompt(
-                torch.from_numpy(np.ascontiguousarray(voice.samples)), voice.sample_rate
-            )
+            samples = np.ascontiguousarray(voice.samples, dtype=np.float32)
+            try:
+                if isinstance(self._pipeline, NumpyZipVoicePipeline):
+                    prompt = self._pipeline.prepare_prompt(samples, voice.sample_rate)
+                else:
+                    import torch
+
+                    prompt = self._pipeline.prepare_prompt(torch.from_numpy(samples), voice.sample_rate)
+            except ValueError as exc:  # e.g. a silent clip
+                raise InvalidRequestError(f"Cannot use this reference clip: {exc}", param="voice") from exc
             self.prompts.put(key, prompt)
         return prompt
 
@@ -388,7 +524,8 @@ class ZipVoiceEngine:
                 )
             except ValueError as exc:  # e.g. text that yields no tokens
                 raise InvalidRequestError(f"Cannot synthesize this input: {exc}", param="input") from exc
-            wav = result.wav.detach().cpu().numpy().astype(np.float32, copy=False)
+            wav = result.wav if isinstance(result.wav, np.ndarray) else result.wav.detach().cpu().numpy()
+            wav = wav.astype(np.float32, copy=False)
             if wav.ndim == 1:
                 wav = wav[None, :]
             yield AudioChunk(wav, int(result.sampling_rate))

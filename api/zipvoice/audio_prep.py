@@ -23,14 +23,15 @@ import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import soxr
-import torch
-from torch import Tensor
 
-from api.zipvoice.features import VocosFbank
+if TYPE_CHECKING:  # torch is imported where used: the numpy parts serve the torch-free ONNX engine
+    from torch import Tensor
+
+    from api.zipvoice.features import VocosFbank
 
 SAMPLING_RATE = 24000
 TARGET_RMS = 0.1
@@ -94,6 +95,8 @@ def read_audio(source: str | Path | bytes) -> tuple[Tensor, int]:
     PCM WAV is read directly (int16 / 32768 like torchaudio); other formats go
     through PyAV and are reduced to at most 2 channels.
     """
+    import torch
+
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
         with handle, wave.open(handle, "rb") as wf:
@@ -119,6 +122,8 @@ def match_channels(wav: Tensor, num_channels: int) -> Tensor:
 
 def resample(wav: Tensor, orig_sr: int, target_sr: int = SAMPLING_RATE) -> Tensor:
     """Resample ``(C, T)`` float audio with soxr (no-op when the rates match)."""
+    import torch
+
     if orig_sr == target_sr:
         return wav
     out = soxr.resample(wav.detach().cpu().numpy().T.astype(np.float32), orig_sr, target_sr, quality="VHQ")
@@ -274,8 +279,8 @@ def _pydub_silence_frames(duration_ms: float, rate: int) -> int:
     return (n - 1) * (rate // g) // (_PYDUB_SILENT_RATE // g) + 1
 
 
-def remove_silence(
-    wav: Tensor | np.ndarray,
+def remove_silence_np(
+    wav: np.ndarray,
     sampling_rate: int = SAMPLING_RATE,
     only_edge: bool = False,
     trail_sil_ms: float = 0,
@@ -283,7 +288,7 @@ def remove_silence(
     keep_silence_ms: int = 1000,
     edge_keep_ms: int = 100,
     thresh_db: float = SILENCE_THRESH_DB,
-) -> Tensor:
+) -> np.ndarray:
     """Upstream ``remove_silence`` for ``(C, T)`` float audio; returns float32 ``(C, T')``.
 
     Unless ``only_edge``, silences of >= 1 s are cut (keeping 1 s around speech); edge
@@ -292,7 +297,7 @@ def remove_silence(
     """
     if sampling_rate < _PYDUB_SILENT_RATE:
         raise ValueError(f"sampling rate {sampling_rate} below {_PYDUB_SILENT_RATE} is not supported")
-    arr = wav.detach().cpu().numpy() if isinstance(wav, Tensor) else np.asarray(wav)
+    arr = np.asarray(wav)
     if arr.ndim == 1:
         arr = arr[None]
     channels = arr.shape[0]
@@ -311,7 +316,27 @@ def remove_silence(
     if trail:
         frames = np.concatenate([frames, np.zeros((trail, channels), dtype=np.int16)], axis=0)
     out = frames.T.astype(np.float32) / np.float32(32768.0)
-    return torch.from_numpy(np.ascontiguousarray(out))
+    return np.ascontiguousarray(out)
+
+
+def remove_silence(
+    wav: Tensor | np.ndarray,
+    sampling_rate: int = SAMPLING_RATE,
+    only_edge: bool = False,
+    trail_sil_ms: float = 0,
+    min_silence_ms: int = 1000,
+    keep_silence_ms: int = 1000,
+    edge_keep_ms: int = 100,
+    thresh_db: float = SILENCE_THRESH_DB,
+) -> Tensor:
+    """:func:`remove_silence_np` for a tensor (or array), returning a float32 tensor."""
+    import torch
+
+    arr = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    out = remove_silence_np(
+        arr, sampling_rate, only_edge, trail_sil_ms, min_silence_ms, keep_silence_ms, edge_keep_ms, thresh_db
+    )
+    return torch.from_numpy(out)
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +346,8 @@ def remove_silence(
 
 def rms_norm(wav: Tensor, target_rms: float = TARGET_RMS) -> tuple[Tensor, float]:
     """Scale quiet audio up to ``target_rms``; returns ``(wav, original_rms)``."""
+    import torch
+
     rms = torch.sqrt(torch.mean(torch.square(wav)))
     if rms < target_rms:
         wav = wav * target_rms / rms
@@ -359,6 +386,10 @@ def prepare_prompt(
 
     ``remove_silences=False`` gives the raw-evaluation path (no silence handling).
     """
+    import torch
+
+    from api.zipvoice.features import VocosFbank
+
     wav = match_channels(wav.to(torch.float32), num_channels)
     wav = resample(wav, sampling_rate, SAMPLING_RATE)
     if remove_silences:
@@ -403,6 +434,8 @@ def cross_fade_concat(
     chunks: Sequence[Tensor], fade_s: float = 0.1, sampling_rate: int = SAMPLING_RATE
 ) -> Tensor:
     """Join ``(C, T)`` chunks with a linear cross-fade of ``fade_s`` seconds."""
+    import torch
+
     if not chunks:
         return torch.zeros(1, 0)
     out = chunks[0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -38,33 +39,37 @@ import torch
 from api.zipvoice.model.checkpoint import find_checkpoint, load_model
 from api.zipvoice.model.export import FlowMatchingStepModel, TextConditionModel
 from api.zipvoice.model.zipvoice import ZipVoice, ZipVoiceDialogStereo
+from api.zipvoice.runtime.ort_numpy import (  # names and I/O: one definition, shared with the runtime
+    CONFIG_FILES,
+    FM_DECODER,
+    FM_INPUTS,
+    FM_OUTPUTS,
+    PRECISIONS,
+    TEXT_ENCODER,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    onnx_file_names,
+    onnx_files,
+)
 
 log = logging.getLogger(__name__)
 
 OPSET = 13
-TEXT_ENCODER = "text_encoder"
-FM_DECODER = "fm_decoder"
-TEXT_INPUTS = ("tokens", "prompt_tokens", "prompt_features_len", "speed")
-TEXT_OUTPUTS = ("text_condition",)
-FM_INPUTS = ("t", "x", "text_condition", "speech_condition", "guidance_scale")
-FM_OUTPUTS = ("v",)
-PRECISIONS = ("fp32", "int8")
+__all__ = [
+    "FM_DECODER",
+    "FM_INPUTS",
+    "FM_OUTPUTS",
+    "PRECISIONS",
+    "TEXT_ENCODER",
+    "TEXT_INPUTS",
+    "TEXT_OUTPUTS",
+    "ExportResult",
+    "export_onnx",
+    "onnx_file_names",
+    "onnx_files",
+]
 
 Progress = Callable[[str], None]
-
-
-def onnx_file_names(precision: str) -> tuple[str, str]:
-    """``(text_encoder file, fm_decoder file)`` for ``fp32`` or ``int8``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    suffix = "" if precision == "fp32" else "_int8"
-    return f"{TEXT_ENCODER}{suffix}.onnx", f"{FM_DECODER}{suffix}.onnx"
-
-
-def onnx_files(directory: Path, precision: str) -> tuple[Path, Path] | None:
-    """Both files of a precision in ``directory``, or ``None`` when either is missing."""
-    text, fm = (directory / n for n in onnx_file_names(precision))
-    return (text, fm) if text.is_file() and fm.is_file() else None
 
 
 def checkpoint_digest(model_dir: Path) -> str:
@@ -315,4 +320,12 @@ def export_onnx(
         for path in (text_fp32, fm_fp32):
             path.unlink()
             result.files.pop(path.name, None)
+    # the official hub layout: the graphs beside model.json and tokens.txt
+    for name in CONFIG_FILES:
+        src, dst = model_dir / name, out / name
+        if src.is_file() and src.resolve() != dst.resolve():
+            tmp = dst.with_name(dst.name + ".partial")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+            result.files[name] = dst
     return result

@@ -19,24 +19,25 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from api.zipvoice.audio_prep import (
     FEAT_SCALE,
+    PROMPT_TRAIL_SIL_MS,
     SAMPLING_RATE,
     TARGET_RMS,
     PreparedPrompt,
     Vocoder,
-    cross_fade_concat,
-    finalize_wav,
-    prepare_prompt,
-    read_audio,
-    synthesize_features_to_wav,
+    remove_silence_np,
 )
-from api.zipvoice.features import VocosFbank
+
+if TYPE_CHECKING:  # torch is imported where used: NumpyZipVoicePipeline runs without it
+    import torch
+    from torch import Tensor
+
+    from api.zipvoice.runtime.ort_numpy import OnnxZipVoice
 
 PUNCTUATION = frozenset({";", ":", ",", ".", "!", "?", "；", "：", "，", "。", "！", "？"})
 CHUNK_TARGET_S = 25.0
@@ -161,6 +162,10 @@ class ZipVoicePipeline:
         feat_scale: float = FEAT_SCALE,
         max_duration: float = 100.0,
     ) -> None:
+        import torch
+
+        from api.zipvoice.features import VocosFbank
+
         if num_channels not in self.supported_channels:
             raise ValueError(
                 f"{type(self).__name__} supports num_channels in {self.supported_channels}, got "
@@ -181,7 +186,11 @@ class ZipVoicePipeline:
         self, wav: Tensor | str | Path | bytes, sampling_rate: int | None = None
     ) -> PreparedPrompt:
         """Decode (if needed) and prepare a prompt; the result can be reused across texts."""
-        if isinstance(wav, Tensor):
+        import torch
+
+        from api.zipvoice.audio_prep import prepare_prompt, read_audio
+
+        if isinstance(wav, torch.Tensor):
             if sampling_rate is None:
                 raise ValueError("sampling_rate is required for a tensor prompt")
             audio, rate = wav, sampling_rate
@@ -205,6 +214,8 @@ class ZipVoicePipeline:
 
     def _vocode(self, pred: Tensor, pred_lens: Tensor, prompt_rms: float) -> list[Tensor]:
         """Model output batch -> list of ``(C, samples)`` waves, volume restored (hook)."""
+        from api.zipvoice.audio_prep import synthesize_features_to_wav
+
         return synthesize_features_to_wav(
             self.vocoder, pred, pred_lens, prompt_rms, self.target_rms, self.feat_scale
         )
@@ -230,6 +241,10 @@ class ZipVoicePipeline:
         remove_long_sil: bool = False,
     ) -> GenerationResult:
         """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise."""
+        import torch
+
+        from api.zipvoice.audio_prep import cross_fade_concat, finalize_wav
+
         self._check_texts(text, prompt_text)
         if not isinstance(prompt, PreparedPrompt):
             prompt = self.prepare_prompt(prompt, prompt_sampling_rate)
@@ -280,3 +295,180 @@ class ZipVoicePipeline:
         wav = cross_fade_concat(ordered, fade_s=CROSS_FADE_S, sampling_rate=SAMPLING_RATE)
         wav = finalize_wav(wav, remove_long_sil=remove_long_sil)
         return GenerationResult(wav=wav, sampling_rate=SAMPLING_RATE, num_chunks=len(chunks), prompt=prompt)
+
+
+# ---------------------------------------------------------------------------
+# torch-free pipeline (ONNX Runtime + numpy features/vocoder)
+# ---------------------------------------------------------------------------
+
+
+class FeatureExtractor(Protocol):
+    """``extract(wav (C, T) float32 ndarray, sampling_rate) -> (frames, C_feat * 100)`` log-mel."""
+
+    def extract(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray: ...
+
+
+class ArrayVocoder(Protocol):
+    """``decode(mel (B, 100, T) float32 ndarray) -> wav (B, samples)`` (Vocos)."""
+
+    def decode(self, features: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class ArrayPrompt:
+    """A prompt prepared without torch (the numpy twin of :class:`PreparedPrompt`)."""
+
+    wav: np.ndarray  # (C, T) 24 kHz after silence removal and RMS normalisation
+    rms: float  # RMS before normalisation
+    features: np.ndarray  # (frames, F), already multiplied by feat_scale
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.wav.shape[-1] / SAMPLING_RATE
+
+
+@dataclass
+class ArrayGenerationResult:
+    """Output of :meth:`NumpyZipVoicePipeline.generate`."""
+
+    wav: np.ndarray  # (C, T) float32 at 24 kHz
+    sampling_rate: int
+    num_chunks: int
+    prompt: ArrayPrompt
+
+
+def cross_fade_concat_np(
+    chunks: Sequence[np.ndarray], fade_s: float = CROSS_FADE_S, sampling_rate: int = SAMPLING_RATE
+) -> np.ndarray:
+    """Join ``(C, T)`` chunks with a linear cross-fade (as :func:`audio_prep.cross_fade_concat`)."""
+    if not chunks:
+        return np.zeros((1, 0), dtype=np.float32)
+    out = chunks[0]
+    fade_len = int(fade_s * sampling_rate)
+    for nxt in chunks[1:]:
+        k = min(fade_len, out.shape[-1], nxt.shape[-1])
+        if k <= 0:
+            out = np.concatenate([out, nxt], axis=-1)
+            continue
+        ramp = np.linspace(1, 0, k, dtype=np.float32)[None]
+        mixed = out[..., -k:] * ramp + nxt[..., :k] * (1 - ramp)
+        out = np.concatenate([out[..., :-k], mixed, nxt[..., k:]], axis=-1)
+    return out.astype(np.float32, copy=False)
+
+
+class NumpyZipVoicePipeline:
+    """Upstream ``generate_sentence`` on ONNX Runtime with numpy features and vocoder: no torch.
+
+    Mono ``zipvoice`` / ``zipvoice_distill`` (the variants with official ONNX files). Same steps as
+    :class:`ZipVoicePipeline`; the graphs are batch-of-one, so chunks are generated one by one in
+    text order, each with noise from one ``np.random.default_rng(seed)`` per call.
+    """
+
+    chunk_target_s: float = CHUNK_TARGET_S
+
+    def __init__(
+        self,
+        model: OnnxZipVoice,
+        tokenizer: Tokenizer,
+        vocoder: ArrayVocoder,
+        extractor: FeatureExtractor,
+        *,
+        target_rms: float = TARGET_RMS,
+        feat_scale: float = FEAT_SCALE,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocoder = vocoder
+        self.extractor = extractor
+        self.num_channels = 1
+        self.target_rms = target_rms
+        self.feat_scale = feat_scale
+
+    def prepare_prompt(self, wav: np.ndarray, sampling_rate: int) -> ArrayPrompt:
+        """``(C, T)`` or ``(T,)`` float audio -> prompt (resample, silences, RMS, features)."""
+        import soxr
+
+        audio = np.asarray(wav, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or audio.shape[0] < 1:
+            raise ValueError(f"expected (C, T) audio, got shape {audio.shape}")
+        if audio.shape[0] > 2:
+            audio = audio.mean(axis=0, keepdims=True)
+        if sampling_rate != SAMPLING_RATE:
+            out = soxr.resample(audio.T, sampling_rate, SAMPLING_RATE, quality="VHQ")
+            audio = np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[0]).T)
+        audio = remove_silence_np(audio, SAMPLING_RATE, only_edge=False, trail_sil_ms=PROMPT_TRAIL_SIL_MS)
+        if audio.shape[-1] == 0:
+            raise ValueError("the prompt audio is silent")
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float32))))
+        if rms < self.target_rms:
+            audio = (audio * np.float32(self.target_rms / max(rms, 1e-12))).astype(np.float32)
+        features = np.asarray(self.extractor.extract(audio, SAMPLING_RATE), dtype=np.float32)
+        return ArrayPrompt(wav=audio, rms=rms, features=features * np.float32(self.feat_scale))
+
+    def _vocode(self, pred: np.ndarray, prompt_rms: float) -> np.ndarray:
+        """``(frames, 100)`` features -> ``(1, samples)`` clamped, volume restored."""
+        mel = (pred.T[None] / np.float32(self.feat_scale)).astype(np.float32)
+        wav = np.asarray(self.vocoder.decode(mel), dtype=np.float32)
+        if wav.ndim == 3:
+            wav = wav[:, 0]
+        wav = np.clip(wav, -1.0, 1.0)
+        if prompt_rms < self.target_rms:
+            wav = wav * np.float32(prompt_rms / self.target_rms)
+        return wav.astype(np.float32, copy=False)
+
+    def generate(
+        self,
+        text: str,
+        prompt_text: str,
+        prompt: ArrayPrompt,
+        *,
+        num_step: int = 16,
+        guidance_scale: float = 1.0,
+        speed: float = 1.0,
+        t_shift: float = 0.5,
+        seed: int | None = None,
+        remove_long_sil: bool = False,
+    ) -> ArrayGenerationResult:
+        """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise."""
+        text = add_punctuation(text)
+        prompt_text = add_punctuation(prompt_text)
+        tokens_str = self.tokenizer.texts_to_tokens([text])[0]
+        prompt_tokens_str = self.tokenizer.texts_to_tokens([prompt_text])[0]
+        if not prompt_tokens_str:
+            raise ValueError("the prompt transcript produced no tokens")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        token_duration = prompt.duration / (len(prompt_tokens_str) * speed)
+        max_tokens = int((self.chunk_target_s - prompt.duration) / token_duration)
+        chunks = [c for c in chunk_tokens_punctuation(tokens_str, max_tokens=max_tokens) if c]
+        chunk_ids = self.tokenizer.tokens_to_token_ids(chunks)
+        (prompt_ids,) = self.tokenizer.tokens_to_token_ids([prompt_tokens_str])
+        if not any(chunk_ids):
+            raise ValueError("the text produced no tokens")
+        rng = np.random.default_rng(seed)
+        wavs = []
+        for ids in chunk_ids:
+            if not ids:
+                continue
+            pred = self.model.sample_chunk(
+                ids,
+                prompt_ids,
+                prompt.features,
+                rng=rng,
+                speed=speed,
+                t_shift=t_shift,
+                num_step=num_step,
+                guidance_scale=guidance_scale,
+            )
+            wavs.append(self._vocode(pred, prompt.rms))
+        wav = cross_fade_concat_np(wavs)
+        wav = remove_silence_np(wav, SAMPLING_RATE, only_edge=not remove_long_sil, trail_sil_ms=0)
+        return ArrayGenerationResult(
+            wav=wav, sampling_rate=SAMPLING_RATE, num_chunks=len(chunks), prompt=prompt
+        )

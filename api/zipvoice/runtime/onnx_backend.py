@@ -1,4 +1,9 @@
-"""ZipVoice with the two networks in ONNX Runtime (fp32 or dynamic-int8 graphs).
+"""ZipVoice with the two networks in ONNX Runtime, PyTorch-side (torch tensors in and out).
+
+The server's ONNX engine for ``zipvoice``/``zipvoice_distill`` is torch-free
+(:mod:`api.zipvoice.runtime.ort_numpy` + :class:`api.zipvoice.pipeline.NumpyZipVoicePipeline`);
+this module serves the dialog variants on ONNX, TensorRT (:mod:`.trt_backend`) and tests that
+compare against the PyTorch model with a shared ``x0``.
 
 :class:`GraphZipVoice` has the ``sample(...)`` signature of the PyTorch model, so
 :class:`api.zipvoice.pipeline.ZipVoicePipeline` and :class:`api.zipvoice.dialog.DialogPipeline`
@@ -21,7 +26,6 @@ generate the same number of frames for the same text, also with upstream's publi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +35,28 @@ import torch
 from torch import Tensor
 
 from api.zipvoice.model.sampler import euler_sample, get_timesteps
-from api.zipvoice.onnx_export import FM_INPUTS, TEXT_INPUTS, onnx_file_names
+from api.zipvoice.runtime.ort_numpy import (
+    FM_INPUTS,
+    TEXT_INPUTS,
+    graph_speed,
+    make_session,
+    onnx_file_names,
+    onnx_providers,
+    predicted_frames,
+    resolve_threads,
+)
+
+__all__ = [
+    "GraphZipVoice",
+    "OrtDecoderStep",
+    "OrtTextEncoder",
+    "graph_speed",
+    "load_onnx_model",
+    "make_session",
+    "onnx_providers",
+    "predicted_frames",
+    "resolve_threads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +75,6 @@ class DecoderStepFn(Protocol):
     def __call__(
         self, t: Tensor, x: Tensor, text_condition: Tensor, speech_condition: Tensor, guidance_scale: float
     ) -> Tensor: ...
-
-
-def resolve_threads(num_threads: int) -> int:
-    return num_threads if num_threads > 0 else (os.cpu_count() or 1)
-
-
-def onnx_providers(device: str = "cpu") -> list[str]:
-    """CUDA first when asked for (``cuda``/``auto``) and onnxruntime has it; CPU always."""
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return providers
-
-
-def make_session(path: Path, num_threads: int = 0, device: str = "cpu") -> Any:
-    """An ``InferenceSession`` with explicit threads (intra = ``num_threads``, inter = 1,
-    sequential execution) and all graph optimisations."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = resolve_threads(num_threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=onnx_providers(device))
 
 
 class OrtTextEncoder:
@@ -125,21 +122,6 @@ class OrtDecoderStep:
             },
         )
         return torch.from_numpy(v)
-
-
-def predicted_frames(prompt_features_len: int, num_prompt_tokens: int, num_tokens: int, speed: float) -> int:
-    """Total frames (prompt + generated) exactly as ``ZipVoice.forward_text_inference_ratio_duration``."""
-    pfl = torch.tensor([prompt_features_len], dtype=torch.int64)
-    p = torch.tensor([num_prompt_tokens], dtype=torch.int64)
-    s = torch.tensor([num_tokens], dtype=torch.int64)
-    return int((pfl + torch.ceil(pfl / p * s / float(speed)).to(torch.int64))[0])
-
-
-def graph_speed(prompt_features_len: int, num_prompt_tokens: int, num_tokens: int, frames: int) -> float:
-    """The ``speed`` input for which upstream's text graph produces exactly ``frames`` frames."""
-    if frames < 1:
-        raise ValueError("frames must be positive")
-    return prompt_features_len * (num_prompt_tokens + num_tokens) / (num_prompt_tokens * (frames - 0.5))
 
 
 class GraphZipVoice:
