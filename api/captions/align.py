@@ -10,9 +10,11 @@ maps what Whisper heard onto the known words:
 2. a known word takes the span of the heard words aligned to it (several heard words: their
    union, e.g. ``1990`` heard as ``nineteen ninety``); a heard word aligned to several known
    words (``NewYork`` for ``New York``) is split among them by character length;
-3. known words nothing was aligned to (misheard, dropped) are placed by character length
-   between their nearest aligned neighbours, inside the span of any unmatched heard words
-   there; a run with no room takes its left neighbour's span and shares it;
+3. only exact token matches anchor words; a stretch of known words between two anchors
+   (misheard, dropped, or written differently: ``1990`` / ``nineteen ninety``) is laid over
+   the heard words of the same stretch by character position (:func:`_warp`), or, when nothing
+   was heard there, spread by character length between the anchors; a stretch with no room
+   takes its left neighbour's span and shares it;
 4. times are made monotonic and clipped to ``[0, duration]``, then shifted by ``offset``.
 
 Every known word gets exactly one timing, in input order; nothing is invented.
@@ -117,6 +119,43 @@ def _share(start: float, end: float, texts: Sequence[str]) -> list[tuple[float, 
     return [(float(edges[i]), float(edges[i + 1])) for i in range(len(texts))]
 
 
+def _warp(heard: Sequence[Word], texts: Sequence[str], lo: float, hi: float) -> list[tuple[float, float]]:
+    """Spans for ``texts`` spoken as the ``heard`` words (in time order), matched by characters.
+
+    The heard words' characters, laid end to end, map piecewise-linearly onto their time spans
+    (pauses between them are jumps); the known words' characters are laid over the same line
+    in proportion, so ``1990`` heard as ``nineteen ninety`` spans both, and ``blorptik zanfrey``
+    heard as ``blood tick sand free`` splits where the characters say.
+    """
+    spans: list[tuple[float, float, float]] = []  # start, end, first character position
+    pos, prev = 0.0, lo
+    for w in heard:
+        s = min(max(w.start, prev, lo), hi)
+        e = min(max(w.end, s), hi)
+        spans.append((s, e, pos))
+        pos += _weight(w.text)
+        prev = e
+    total = pos
+
+    weights = np.array([_weight(t) for t in texts], dtype=np.float64)
+    bounds = np.concatenate([[0.0], np.cumsum(weights) / weights.sum()]) * total
+    lengths = [_weight(w.text) for w in heard]
+
+    def time_at(x: float, starting: bool) -> float:
+        for (s, e, x0), c in zip(spans, lengths, strict=True):
+            inside = x0 <= x < x0 + c if starting else x0 < x <= x0 + c
+            if inside:
+                return s + (x - x0) / c * (e - s)
+        return spans[-1][1] if starting else spans[0][0]
+
+    out = []
+    for i in range(len(texts)):
+        start = time_at(float(bounds[i]), True)
+        end = time_at(float(bounds[i + 1]), False)
+        out.append((start, max(start, end)))
+    return out
+
+
 def align_words(
     known: Sequence[TextWord],
     heard: Sequence[Word],
@@ -145,6 +184,8 @@ def align_words(
     for i, j in align_tokens([t for t, _ in ref], [t for t, _ in hyp]):
         if i is None or j is None:
             continue
+        if ref[i][0] != hyp[j][0]:
+            continue  # a substitution: placed with the stretch it lies in (step 3)
         k, h = ref[i][1], hyp[j][1]
         ks = links.setdefault(h, [])
         if not ks or ks[-1] != k:
@@ -229,12 +270,13 @@ def _fill_gaps(
             for h in range(h_from + 1, h_to)
             if h not in links and heard[h].end > left_t and heard[h].start < right_t
         ]
-        start, end = left_t, right_t
+        texts = [known[i].text for i in range(a, b)]
         if between:
-            start = max(left_t, min(w.start for w in between))
-            end = min(right_t, max(w.end for w in between))
-            if end - start < MIN_WORD_SECONDS * (b - a):
-                start, end = left_t, right_t
+            warped = _warp(between, texts, left_t, right_t)
+            if warped[-1][1] - warped[0][0] >= MIN_WORD_SECONDS * (b - a):
+                spans[a:b] = warped
+                continue
+        start, end = left_t, right_t
         if end - start >= MIN_WORD_SECONDS * (b - a) or (left_sp is None and right_sp is None):
             for i, piece in zip(
                 range(a, b), _share(start, end, [known[i].text for i in range(a, b)]), strict=True
