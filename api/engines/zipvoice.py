@@ -280,8 +280,16 @@ class ZipVoiceEngine:
                 return Availability(False, f"{module} is not installed (run uv sync)")
         choice = self.engine_choice()
         if not choice.ok:
-            if not self.official_onnx and not self.probe.torch():
-                return Availability(False, "no official ONNX files; needs the torch extra")
+            if not self.probe.torch():
+                if not self.official_onnx:
+                    return Availability(False, "no official ONNX files; needs the torch extra")
+                if self.probe.onnxruntime() and choice.kind != "trt" and self._settings.engine != "torch":
+                    from api.zipvoice.weights import onnx_weights_state
+
+                    _, reason = onnx_weights_state(
+                        self._settings, self.variant, self._settings.onnx_precision
+                    )
+                    return Availability(False, reason)
             return Availability(False, choice.reason)
         if self._uses_array_pipeline(choice):
             from api.zipvoice.weights import local_model_dir, onnx_weights_state, weights_state
