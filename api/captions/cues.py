@@ -133,14 +133,14 @@ def _vtt_escape(text: str) -> str:
 
 
 def _spans_ms(cues: Sequence[Cue]) -> list[tuple[int, int]]:
-    """Cue spans in whole milliseconds: monotonic, each at least 1 ms long."""
+    """Cue spans in whole milliseconds: in order, never overlapping, each at least 1 ms long."""
     out: list[tuple[int, int]] = []
     prev = 0
     for c in cues:
         s = max(prev, round(c.start * 1000))
         e = max(s + 1, round(c.end * 1000))
         out.append((s, e))
-        prev = s
+        prev = e
     return out
 
 

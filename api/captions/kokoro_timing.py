@@ -26,6 +26,7 @@ and the caller aligns Kokoro's audio with Whisper instead (:mod:`api.captions.al
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -78,7 +79,8 @@ def timed_model(model_path: Path, cache_dir: Path) -> Path | None:
     """A copy of the Kokoro model with the durations as output ``duration`` (made once), or None.
 
     None when the ``onnx`` package is missing or the graph has no recognisable duration tensor.
-    A model that already outputs ``duration`` is returned as is.
+    A model that already outputs ``duration`` is returned as is. The copy is named after the
+    source's path, size and modification time, so a replaced model file gets a new copy.
     """
     try:
         import onnx
@@ -86,7 +88,11 @@ def timed_model(model_path: Path, cache_dir: Path) -> Path | None:
     except ImportError:
         log.info("the onnx package is missing: Kokoro timings fall back to alignment")
         return None
-    out = Path(cache_dir) / "kokoro" / f"{Path(model_path).stem}.timed.onnx"
+    st = Path(model_path).stat()
+    tag = hashlib.sha256(f"{Path(model_path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
+        :12
+    ]
+    out = Path(cache_dir) / "kokoro" / f"{Path(model_path).stem}.{tag}.timed.onnx"
     if out.is_file():
         return out
     with _build_lock:

@@ -104,6 +104,11 @@ def test_duration_output_frames_and_speed(timer: KokoroTimer) -> None:
         assert audio.size == FRAME_SAMPLES * int(duration.sum())
         lengths[speed] = int(duration.sum())
     assert lengths[2.0] < 0.65 * lengths[1.0]
+    # through the whole path (trim, pauses, words) at speed 2: every word, inside the audio
+    audio, rate, words = timer.synthesize(
+        "Hi there.", timer.style(VOICE), speed=2.0, char_offset=5, time_offset=1.0
+    )
+    _check_cover([w.shifted(-1.0, -5) for w in words], "Hi there.", audio.size / rate)
 
 
 def test_timed_model_is_cached() -> None:
