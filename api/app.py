@@ -15,10 +15,12 @@ from api import __version__
 from api.auth import APIKeyMiddleware
 from api.engines.registry import EngineRegistry
 from api.errors import install_error_handlers
+from api.limits.factory import build_limits
+from api.limits.middleware import RateLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.openapi import install_openapi
-from api.routes import analysis, models, ops, speech, voices
+from api.routes import analysis, models, ops, speech, usage, voices
 from api.routes.web import mount_web
 from api.schemas.common import apply_transcript_limit
 from api.settings import Settings
@@ -68,7 +70,14 @@ def _warm(app: FastAPI) -> None:
 
 def _build_voices(app: FastAPI, settings: Settings) -> None:
     state = app.state
-    state.voice_store = FileVoiceStore(settings.voices_dir, max_per_namespace=settings.max_voices_per_key)
+    if settings.voice_store_url:
+        from api.voices.pg_store import PostgresVoiceStore
+
+        state.voice_store = PostgresVoiceStore(
+            settings.voice_store_url, max_per_namespace=settings.max_voices_per_key
+        )
+    else:
+        state.voice_store = FileVoiceStore(settings.voices_dir, max_per_namespace=settings.max_voices_per_key)
     state.voice_resolver = VoiceResolver(settings, state.voice_store)
     state.transcriber = build_transcriber(settings)
     state.reference = ReferencePrep(settings, state.transcriber)
@@ -85,6 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.draining = True
             warm.cancel()
+            await app.state.limits.close()
+            close = getattr(app.state.voice_store, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
 
     app = FastAPI(
         title="zipvoice-server",
@@ -98,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.engines = EngineRegistry(settings)
     state.limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
     state.reference_limiter = ReferenceLimiter(settings.reference_concurrency, settings.reference_queue)
+    state.limits = build_limits(settings)
     state.metrics = Metrics()
     state.rtf = RTFTracker()
     state.ready = threading.Event()
@@ -108,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, limits=state.limits)  # inside the key check: sees the owner
     app.add_middleware(APIKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost but CORS: counts 401s too
     if settings.cors_origins:
@@ -123,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(speech.router)
     app.include_router(voices.router)
     app.include_router(analysis.router)
+    app.include_router(usage.router)
     mount_web(app, settings)
     install_openapi(app, settings)
     return app

@@ -21,6 +21,11 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/web/",)  # the player's static files; its API calls carry the key
 
 
+def is_public(path: str) -> bool:
+    """True for the paths that need no key (and are not rate-limited per key)."""
+    return path in PUBLIC_PATHS or path == "/web" or path.startswith(PUBLIC_PREFIXES)
+
+
 #: The namespace of requests without an API key (a server with no ``API_KEYS``).
 DEFAULT_NAMESPACE = "default"
 
@@ -53,8 +58,7 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        public = path in PUBLIC_PATHS or path == "/web" or path.startswith(PUBLIC_PREFIXES)
-        if public or scope.get("method") == "OPTIONS":
+        if is_public(path) or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
         header = b""

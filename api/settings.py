@@ -168,8 +168,6 @@ class Settings(BaseSettings):
     """Origins allowed by CORS (comma-separated or JSON list). Empty: CORS headers are not sent."""
 
     # --- models and engines -----------------------------------------------------------------
-    default_model: str = "kokoro"
-    """Backend used for OpenAI model names that are not in MODEL_ALIASES."""
     model_aliases: dict[str, str] = Field(
         default_factory=lambda: {"tts-1": "kokoro", "tts-1-hd": "kokoro", "gpt-4o-mini-tts": "kokoro"}
     )
@@ -274,3 +272,13 @@ class Settings(BaseSettings):
     """Accepted API keys (comma-separated or JSON list). Empty: no authentication."""
     admin_api_keys: list[str] = Field(default_factory=list)
     """API keys that also see and manage every namespace's voices (comma-separated or JSON list)."""
+
+    # --- shared state (several replicas) ----------------------------------------------------
+    voice_store_url: str | None = None
+    """``postgresql://…``: keep registered voices in PostgreSQL, shared by every replica. Unset: files under VOICES_DIR."""
+    redis_url: str | None = None
+    """``redis://…``: per-key limits, usage and the Whisper transcript cache shared by every replica. Unset: in-process."""
+    rate_limit_rpm: int = Field(default=0, ge=0)
+    """Requests per minute per API key on every authenticated route (token bucket; 429 + Retry-After). 0 = off."""
+    quota_audio_seconds_per_day: float = Field(default=0.0, ge=0)
+    """Seconds of audio one API key may produce per UTC day (429 until midnight UTC once used up). 0 = off."""

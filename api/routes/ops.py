@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from api.errors import APIError
+
 router = APIRouter(tags=["ops"])
 
 
@@ -21,6 +23,13 @@ async def ready(request: Request) -> Any:
     state = request.app.state
     # Warm-up sets `ready` only when every preloaded backend loaded and spoke (api.app._warm).
     if state.ready.is_set() and not state.draining:
+        try:  # the shared stores (PostgreSQL voices, Redis limits) must answer too
+            await state.limits.ping()
+            ping = getattr(state.voice_store, "ping", None)
+            if ping is not None:
+                await asyncio.to_thread(ping)
+        except APIError as exc:
+            return JSONResponse({"status": "not_ready", "detail": exc.message}, status_code=503)
         return {"status": "ready"}
     reason = "draining" if state.draining else state.ready_detail
     return JSONResponse({"status": "not_ready", "detail": reason}, status_code=503)

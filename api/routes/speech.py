@@ -7,7 +7,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.audio.encode import CONTENT_TYPES, StreamEncoder
+from api.auth import DEFAULT_NAMESPACE
 from api.engines.base import AudioChunk
 from api.errors import APIError
 from api.metrics import Metrics, model_label
@@ -74,11 +75,24 @@ class _EncodedStream:
         rest: AsyncIterator[AudioChunk],
         metrics: Metrics,
         rtf: RTFTracker | None = None,
+        usage: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.plan, self.first, self.rest, self.metrics, self.rtf = plan, first, rest, metrics, rtf
+        self.usage = usage
         self.seconds = 0.0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._encode():
+                yield data
+        finally:  # completed, failed or abandoned: the audio produced counts
+            if self.usage is not None and self.seconds > 0:
+                try:
+                    await self.usage(self.seconds)
+                except APIError as exc:
+                    log.warning("usage not recorded: %s", exc.message)
+
+    async def _encode(self) -> AsyncIterator[bytes]:
         started = time.perf_counter()
         encoder = StreamEncoder(self.plan.response_format, self.first.sample_rate, self.first.channels)
         chunk: AudioChunk | None = self.first
@@ -125,6 +139,7 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     stack = AsyncExitStack()
     try:
         service.check_input(body.input)  # a bad input gets its 400 at once, not after a wait for a slot
+        await state.limits.check_quota(owner or DEFAULT_NAMESPACE)
         if body.priority is not None:
             body = await apply_priority(body, state)
         admin = bool(getattr(request.state, "is_admin", False))
@@ -147,7 +162,13 @@ async def create_speech(body: SpeechRequest, request: Request) -> StreamingRespo
     metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
 
     headers = {"X-Model-Backend": plan.backend, **service.response_headers(plan)}
-    encoded = _EncodedStream(plan, first, chunks, metrics, state.rtf)
+    key = owner or DEFAULT_NAMESPACE
+    backend, chars = plan.backend, plan.input_chars
+
+    async def record_usage(seconds: float) -> None:
+        await state.limits.record(key, backend, chars, seconds)
+
+    encoded = _EncodedStream(plan, first, chunks, metrics, state.rtf, record_usage)
 
     async def sse() -> AsyncIterator[bytes]:
         async for data in encoded:

@@ -6,7 +6,7 @@ import logging
 
 from api.settings import Settings
 from api.transcribe.base import backend_installed, create_transcriber
-from api.transcribe.cache import CachedTranscriber
+from api.transcribe.cache import CachedTranscriber, SharedTranscriptCache, TranscriptCache
 
 log = logging.getLogger(__name__)
 
@@ -23,4 +23,5 @@ def build_transcriber(settings: Settings) -> CachedTranscriber | None:
         allow_downloads=settings.allow_downloads,
         cpu_threads=settings.num_threads,
     )
-    return CachedTranscriber(inner)
+    cache = SharedTranscriptCache(settings.redis_url) if settings.redis_url else TranscriptCache()
+    return CachedTranscriber(inner, cache)
