@@ -42,7 +42,7 @@ def test_envelope_component(spec: dict[str, Any]) -> None:
 
 def test_every_route_is_in_the_table(spec: dict[str, Any]) -> None:
     documented = {(m, p) for m, p, _ in _operations(spec)}
-    assert documented == set(ROUTE_ERRORS)
+    assert documented - set(ROUTE_ERRORS) == set(), "add new routes to api.openapi.ROUTE_ERRORS"
 
 
 def test_error_responses_use_the_envelope(spec: dict[str, Any]) -> None:
