@@ -20,6 +20,7 @@ from api.limits.middleware import RateLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.openapi import install_openapi
+from api.replica import ReplicaIdMiddleware, replica_id
 from api.routes import analysis, models, ops, speech, usage, voices
 from api.routes.web import mount_web
 from api.schemas.common import apply_transcript_limit
@@ -133,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["*"],
         )
+    state.replica_id = replica_id(settings.replica_id)  # X-Replica-Id on every response, also /health
+    app.add_middleware(ReplicaIdMiddleware, replica=state.replica_id)
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(speech.router)

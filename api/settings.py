@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     """Python/uvicorn log level."""
     shutdown_timeout: int = 30
     """Seconds to let in-flight requests finish after SIGTERM before exiting."""
+    replica_id: str | None = None
+    """This replica's id, sent as ``X-Replica-Id`` on every response and shown by /health. Unset: the Ray Serve replica tag under Ray Serve, else ``<hostname>-<pid>``."""
     max_body_bytes: int = 25 * 1024 * 1024
     """Largest request body accepted (bytes); larger bodies get 413 before they are read."""
     web_dir: Path | None = Field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")

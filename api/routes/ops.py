@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,8 +15,9 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/health", summary="Liveness: the process is up")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str | int]:
+    # which replica answered (also the X-Replica-Id header) and its process id
+    return {"status": "ok", "replica": request.app.state.replica_id, "pid": os.getpid()}
 
 
 @router.get("/ready", summary="Readiness: default backend loaded and warmed")
