@@ -154,7 +154,7 @@ class VocosFbank:
     def __init__(self, num_channels: int = 1, device: Any = None) -> None:
         if num_channels not in (1, 2):
             raise ValueError(f"num_channels must be 1 or 2, got {num_channels}")
-        if device not in (None, "cpu"):
+        if device is not None and str(device) != "cpu":
             raise ValueError(f"the numpy features run on the CPU only, got device={device!r}")
         self.num_channels = num_channels
         self.sampling_rate = SAMPLING_RATE

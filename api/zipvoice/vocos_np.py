@@ -19,10 +19,13 @@ ConvNeXt blocks (depthwise 7-tap conv, LayerNorm, Linear, exact erf-GELU, Linear
 inverse STFT of ``torch.istft(center=True)``: irfft, periodic Hann window, overlap-add, division by
 the summed squared window, ``n_fft // 2`` trimmed at both ends.
 
-Everything runs time-major in float32 with BLAS matmuls (the convolutions are 7 shifted
-matmuls / multiply-adds, no im2col copy); erf is a float32 rational minimax approximation
-(absolute error ~1e-7; numpy has no erf and scipy is not a dependency). The input is processed in one
-pass, so memory grows linearly with ``T`` (about ``T * intermediate_dim * 4`` bytes per block).
+Everything runs time-major in float32 with BLAS matmuls: the conv embedding is one im2col
+matmul, the depthwise conv 7 shifted multiply-adds, the pointwise MLP runs in blocks of 256 time
+steps (its GELU in place, cache-sized), LayerNorm reductions are dot products. erf is a float32
+rational minimax approximation (absolute error below 5e-7; numpy has no erf and scipy is not a
+dependency). Memory grows linearly with ``T`` (a few ``T * dim`` float32 arrays, plus the STFT
+frames of the head). Speed: about the PyTorch vocoder's CPU time (1.05-1.3x at 1 thread for 5 s
+of audio with the official sizes); thread-safe (no state changes after loading).
 """
 
 from __future__ import annotations
@@ -176,17 +179,32 @@ def erf(x: np.ndarray) -> np.ndarray:
     return num
 
 
-_GELU_BLOCK = 16384  # elements per pass: the ~30 elementwise passes stay in the CPU cache
+_GELU_BLOCK = 32768  # elements per pass: the ~25 elementwise passes stay in the CPU cache
 
 
 def _gelu_inplace(flat: np.ndarray) -> None:
-    for start in range(0, flat.shape[0], _GELU_BLOCK):
-        xb = flat[start : start + _GELU_BLOCK]
-        ob = erf(xb * np.float32(0.7071067811865476))
-        ob += np.float32(1.0)
-        ob *= xb
-        ob *= np.float32(0.5)
-        xb[...] = ob
+    """``flat *= Phi(flat)`` (exact erf GELU) on a contiguous 1-D float32 array, block by block."""
+    block = min(_GELU_BLOCK, flat.shape[0])
+    z_buf, x2_buf = np.empty(block, np.float32), np.empty(block, np.float32)
+    num_buf, den_buf = np.empty(block, np.float32), np.empty(block, np.float32)
+    for start in range(0, flat.shape[0], block):
+        xb = flat[start : start + block]
+        n = xb.shape[0]
+        z, x2, num, den = z_buf[:n], x2_buf[:n], num_buf[:n], den_buf[:n]
+        np.multiply(xb, np.float32(0.7071067811865476), out=z)
+        np.clip(z, np.float32(-4.0), np.float32(4.0), out=z)
+        np.multiply(z, z, out=x2)
+        for acc, coeffs in ((num, _ERF_ALPHA), (den, _ERF_BETA)):
+            np.multiply(x2, coeffs[0], out=acc)
+            acc += coeffs[1]
+            for c in coeffs[2:]:
+                acc *= x2
+                acc += c
+        num *= z
+        num /= den  # erf(x / sqrt(2))
+        num += np.float32(1.0)
+        num *= np.float32(0.5)
+        xb *= num
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -197,10 +215,17 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    var = np.mean(np.square(centred), axis=-1, keepdims=True)
-    return (centred / np.sqrt(var + np.float32(_LN_EPS))) * weight + bias
+    """LayerNorm over the last axis (eps 1e-6); the reductions run as BLAS/einsum dot products."""
+    dim = x.shape[-1]
+    mean = x @ np.full(dim, 1.0 / dim, dtype=np.float32)
+    centred = x - mean[..., None]
+    var = np.einsum("...i,...i->...", centred, centred)
+    var *= np.float32(1.0 / dim)
+    var += np.float32(_LN_EPS)
+    centred *= (1.0 / np.sqrt(var))[..., None]
+    centred *= weight
+    centred += bias
+    return centred
 
 
 def _pad_time(x: np.ndarray, pad: int) -> np.ndarray:
