@@ -15,7 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _reference_path() -> Path:
+def reference_path() -> Path:
+    """The fixture folder (it may be missing)."""
     env = os.environ.get("ZIPVOICE_REFERENCE_DIR")
     if env:
         return Path(env)
@@ -24,7 +25,7 @@ def _reference_path() -> Path:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    path = _reference_path()
+    path = reference_path()
     if not (path / "golden").is_dir():
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"ZipVoice reference fixtures missing under CI: {path}")

@@ -1,16 +1,19 @@
-"""Prompt preparation and output post-processing vs the end-to-end goldens (README 3e)."""
+"""Prompt preparation and output post-processing vs the end-to-end goldens (README 3e).
+
+Cases, prompts, target RMS and feature scale come from the set's ``golden/cases.json``.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from api.zipvoice.audio_prep import (
-    FEAT_SCALE,
-    TARGET_RMS,
     cross_fade_concat,
     features_to_vocoder_input,
     finalize_wav,
@@ -23,27 +26,17 @@ from api.zipvoice.audio_prep import (
     to_int16_pcm,
 )
 from api.zipvoice.vocos import Vocos, load_vocos
+from tests.zipvoice import golden
 
-CASES = ["e2e_zipvoice", "e2e_zipvoice_distill"]
-FEAT_ATOL = 2e-3 * FEAT_SCALE  # log-mel tolerance, in the x feat_scale domain
+LOGMEL_ATOL = 2e-3  # log-mel tolerance (README 4)
 VOC_ATOL = 1e-5
 WAV_ATOL = 3.1e-5  # one int16 step (pydub truncation)
 WAV_MAX_DIFF_FRACTION = 1e-3
 
 
-def _load(reference_dir: Path, case: str) -> dict[str, np.ndarray]:
-    with np.load(reference_dir / "golden" / f"{case}.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
 @pytest.fixture(scope="module")
 def vocos(reference_dir: Path) -> Vocos:
-    return load_vocos(reference_dir / "vocos-mel-24khz-tiny")
-
-
-@pytest.fixture(scope="module")
-def prompt(reference_dir: Path) -> tuple[torch.Tensor, int]:
-    return read_audio(reference_dir / "audio" / "prompt.wav")
+    return load_vocos(reference_dir / golden.VOCODER_DIR)
 
 
 def _assert_wav_close(ours: np.ndarray, ref: np.ndarray) -> None:
@@ -53,49 +46,67 @@ def _assert_wav_close(ours: np.ndarray, ref: np.ndarray) -> None:
     assert (diff > 0).mean() < WAV_MAX_DIFF_FRACTION
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_prompt_path(reference_dir: Path, prompt: tuple[torch.Tensor, int], case: str) -> None:
-    g = _load(reference_dir, case)
-    wav, sr = prompt
-    assert sr == 24000 and wav.shape == (1, 66720)
+def _case(reference_dir: Path, case: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    return golden.e2e_case(reference_dir, case), golden.load_e2e(reference_dir, case)
+
+
+@pytest.mark.parametrize("case", golden.e2e_case_names())
+def test_prompt_path(reference_dir: Path, case: str) -> None:
+    spec, g = _case(reference_dir, case)
+    prompt_file = reference_dir / spec["prompt_wav"]
+    wav, sr = read_audio(prompt_file)
+    channels, frames, rate = golden.wav_info(prompt_file)
+    assert sr == rate == spec["sampling_rate"] and wav.shape == (channels, frames)
+    feat_scale, target_rms = float(spec["feat_scale"]), float(spec["target_rms"])
 
     desilenced = remove_silence(wav, sr, only_edge=False, trail_sil_ms=200)
     assert desilenced.shape == g["prompt_wav_desilenced"].shape
     np.testing.assert_allclose(desilenced.numpy(), g["prompt_wav_desilenced"], rtol=0, atol=WAV_ATOL)
 
-    normed, rms = rms_norm(desilenced, TARGET_RMS)
+    normed, rms = rms_norm(desilenced, target_rms)
     np.testing.assert_allclose(rms, float(g["prompt_rms"]), rtol=1e-6)
     np.testing.assert_allclose(normed.numpy(), g["prompt_wav_processed"], rtol=0, atol=1e-6)
 
-    prepared = prepare_prompt(wav, sr, num_channels=1)
+    prepared = prepare_prompt(wav, sr, num_channels=1, target_rms=target_rms, feat_scale=feat_scale)
     assert prepared.rms == pytest.approx(float(g["prompt_rms"]), rel=1e-6)
     np.testing.assert_allclose(prepared.wav.numpy(), g["prompt_wav_processed"], rtol=0, atol=1e-6)
     assert tuple(prepared.features.shape) == g["sample_prompt_features"].shape
     assert prepared.num_frames == int(g["sample_prompt_features_lens"][0])
     np.testing.assert_allclose(
-        prepared.features[0].numpy() / FEAT_SCALE, g["prompt_fbank"], rtol=0, atol=2e-3
+        prepared.features[0].numpy() / feat_scale, g["prompt_fbank"], rtol=0, atol=LOGMEL_ATOL
     )
-    np.testing.assert_allclose(prepared.features.numpy(), g["sample_prompt_features"], rtol=0, atol=FEAT_ATOL)
+    np.testing.assert_allclose(
+        prepared.features.numpy(), g["sample_prompt_features"], rtol=0, atol=LOGMEL_ATOL * feat_scale
+    )
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.e2e_case_names())
 def test_output_path(reference_dir: Path, vocos: Vocos, case: str) -> None:
-    g = _load(reference_dir, case)
+    spec, g = _case(reference_dir, case)
+    feat_scale, target_rms = float(spec["feat_scale"]), float(spec["target_rms"])
     pred = torch.from_numpy(g["pred_features"])
-    vin = features_to_vocoder_input(pred)
+    vin = features_to_vocoder_input(pred, feat_scale)
     np.testing.assert_allclose(vin.numpy(), g["vocoder_in"], rtol=1e-6, atol=1e-6)
 
     raw = vocos.decode(vin)
     np.testing.assert_allclose(raw.numpy(), g["vocoder_out"], rtol=0, atol=VOC_ATOL)
 
     # from the stored raw vocoder output: clamp, volume restore, edge trimming
-    final = finalize_wav(restore_volume(torch.from_numpy(g["vocoder_out"]), float(g["prompt_rms"])))
+    restored = restore_volume(torch.from_numpy(g["vocoder_out"]), float(g["prompt_rms"]), target_rms)
+    final = finalize_wav(restored)
     _assert_wav_close(final.numpy(), g["wav"])
-    assert g["wav"].shape[-1] == 57864  # whole-millisecond zero padding of 57856 samples
+    # pydub slices by whole milliseconds and pads the last one with zeros
+    per_ms = int(spec["sampling_rate"]) // 1000
+    assert g["wav"].shape[-1] == math.ceil(g["vocoder_out"].shape[-1] / per_ms) * per_ms
 
     # the same through the batch helper, starting from model.sample's output
     wavs = synthesize_features_to_wav(
-        vocos, pred, torch.from_numpy(g["pred_features_lens"]), float(g["prompt_rms"])
+        vocos,
+        pred,
+        torch.from_numpy(g["pred_features_lens"]),
+        float(g["prompt_rms"]),
+        target_rms,
+        feat_scale,
     )
     assert len(wavs) == 1
     final2 = finalize_wav(cross_fade_concat(wavs))
@@ -131,14 +142,21 @@ def test_edge_silence_trimmed_to_100ms() -> None:
     assert out.shape[-1] == sr + 2 * (sr // 10)
 
 
-def test_stereo_prompt_features(reference_dir: Path) -> None:
-    wav, sr = read_audio(reference_dir / "audio" / "prompt_dialog_stereo.wav")
-    stereo = prepare_prompt(wav, sr, num_channels=2, remove_silences=False)
-    assert stereo.features.shape == (1, 240, 200)
+@pytest.mark.parametrize("stem", golden.feature_prompts())
+def test_prompt_features_per_channel_count(reference_dir: Path, stem: str) -> None:
+    """Raw-evaluation prompt features: one 100-bin block per channel asked for."""
+    wav, sr = read_audio(reference_dir / "audio" / f"{stem}.wav")
+    expected = golden.load_npz(reference_dir, "features")[f"{stem}_fbank"].shape
     mono = prepare_prompt(wav, sr, num_channels=1, remove_silences=False)
-    assert mono.features.shape == (1, 240, 100)
-    with pytest.raises(ValueError):
-        prepare_prompt(wav[:1], sr, num_channels=2)
+    assert mono.features.shape == (1, expected[0], 100)
+    if wav.shape[0] == 2:
+        stereo = prepare_prompt(wav, sr, num_channels=2, remove_silences=False)
+        assert stereo.features.shape == (1, *expected) == (1, expected[0], 200)
+        with pytest.raises(ValueError):
+            prepare_prompt(wav[:1], sr, num_channels=2)
+    else:
+        with pytest.raises(ValueError):
+            prepare_prompt(wav, sr, num_channels=2)
 
 
 def test_resample_to_24k() -> None:

@@ -7,11 +7,12 @@ layout, determinism, input validation and the token ids handed to ``model.sample
 
 from __future__ import annotations
 
+import inspect
+import re
 import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -25,24 +26,50 @@ from api.zipvoice.dialog import (
     validate_dialog_text,
 )
 from api.zipvoice.pipeline import ZipVoicePipeline
+from tests.zipvoice import golden
 
-TEXT = "[S1] Hello there. [S2] Hi! How are you?"
-PROMPT_TEXT = "[S1] The quick brown fox. [S2] The quick brown fox."
-STEPS = 4
+
+def _dialog_case(reference_dir: Path, channels: int) -> tuple[str, dict[str, Any]]:
+    """The set's first dialog sample case with ``channels`` prompt channels."""
+    for name in golden.sample_case_names():
+        golden.require(name)
+        spec = golden.sample_case(reference_dir, name)
+        if golden.is_dialog_model(reference_dir, spec["model"]) and spec["num_channels"] == channels:
+            return name, spec
+    pytest.skip(f"the fixture set has no {channels}-channel dialog case")
 
 
 @pytest.fixture(scope="module")
-def mono(reference_dir: Path) -> DialogPipeline:
-    return DialogPipeline.from_dirs(
-        reference_dir / "models" / "zipvoice_dialog", reference_dir / "vocos-mel-24khz-tiny"
-    )
+def mono_case(reference_dir: Path) -> tuple[str, dict[str, Any]]:
+    return _dialog_case(reference_dir, 1)
 
 
 @pytest.fixture(scope="module")
-def stereo(reference_dir: Path) -> DialogPipeline:
-    return DialogPipeline.from_dirs(
-        reference_dir / "models" / "zipvoice_dialog_stereo", reference_dir / "vocos-mel-24khz-tiny"
-    )
+def stereo_case(reference_dir: Path) -> tuple[str, dict[str, Any]]:
+    return _dialog_case(reference_dir, 2)
+
+
+@pytest.fixture(scope="module")
+def mono(reference_dir: Path, mono_case: tuple[str, dict[str, Any]]) -> DialogPipeline:
+    model_dir = reference_dir / "models" / mono_case[1]["model"]
+    return DialogPipeline.from_dirs(model_dir, reference_dir / golden.VOCODER_DIR)
+
+
+@pytest.fixture(scope="module")
+def stereo(reference_dir: Path, stereo_case: tuple[str, dict[str, Any]]) -> DialogPipeline:
+    model_dir = reference_dir / "models" / stereo_case[1]["model"]
+    return DialogPipeline.from_dirs(model_dir, reference_dir / golden.VOCODER_DIR)
+
+
+@pytest.fixture(scope="module")
+def mono_spec(mono_case: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Text, prompt transcript, prompt wav and step count of the mono dialog case."""
+    return mono_case[1]
+
+
+@pytest.fixture(scope="module")
+def stereo_spec(stereo_case: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return stereo_case[1]
 
 
 def _rms(x: Tensor) -> float:
@@ -77,7 +104,8 @@ def test_validate_rejects_bad_tags(text: str, message: str) -> None:
 
 
 def test_validate_prompt_needs_both_speakers() -> None:
-    assert validate_dialog_text(PROMPT_TEXT, prompt=True) == PROMPT_TEXT
+    both = "[S1] First speaker here. [S2] Second speaker here."
+    assert validate_dialog_text(both, prompt=True) == both
     with pytest.raises(ValueError, match=r"prompt transcript must end with a \[S2\] turn"):
         validate_dialog_text("[S1] Only one speaker here.", prompt=True)
 
@@ -146,12 +174,22 @@ def test_stereo_vocoding_is_per_channel(stereo: DialogPipeline) -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def test_dialog_mono_end_to_end_and_deterministic(mono: DialogPipeline, reference_dir: Path) -> None:
-    prompt = mono.prepare_prompt(reference_dir / "audio" / "prompt_dialog.wav")
+def _texts(spec: dict[str, Any]) -> tuple[str, str]:
+    text = spec["texts"][0]
+    assert len(spec["texts"]) == 1, "dialog cases generate one text"
+    return text, spec["prompt_text"]
+
+
+def test_dialog_mono_end_to_end_and_deterministic(
+    mono: DialogPipeline, mono_spec: dict[str, Any], reference_dir: Path
+) -> None:
+    text, prompt_text = _texts(mono_spec)
+    steps, seed = int(mono_spec["num_step"]), int(mono_spec["seed"])
+    prompt = mono.prepare_prompt(reference_dir / mono_spec["prompt_wav"])
     assert prompt.features.shape[-1] == 100
-    first = mono.generate(TEXT, PROMPT_TEXT, prompt, num_step=STEPS, seed=123)
-    again = mono.generate(TEXT, PROMPT_TEXT, prompt, num_step=STEPS, seed=123)
-    other = mono.generate(TEXT, PROMPT_TEXT, prompt, num_step=STEPS, seed=124)
+    first = mono.generate(text, prompt_text, prompt, num_step=steps, seed=seed)
+    again = mono.generate(text, prompt_text, prompt, num_step=steps, seed=seed)
+    other = mono.generate(text, prompt_text, prompt, num_step=steps, seed=seed + 1)
 
     wav = first.wav
     assert wav.dtype == torch.float32 and wav.ndim == 2 and wav.shape[0] == 1
@@ -162,70 +200,85 @@ def test_dialog_mono_end_to_end_and_deterministic(mono: DialogPipeline, referenc
     assert not torch.equal(wav, other.wav)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
 def test_dialog_tokens_match_golden(
-    mono: DialogPipeline, stereo: DialogPipeline, reference_dir: Path, monkeypatch: pytest.MonkeyPatch
+    channels: int, reference_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Text path (punctuation, tokenizer, [S1] chunking) hands the golden ids to ``sample``."""
-    for pipe, case, prompt_file in (
-        (mono, "sample_zipvoice_dialog", "prompt_dialog.wav"),
-        (stereo, "sample_zipvoice_dialog_stereo", "prompt_dialog_stereo.wav"),
-    ):
-        with np.load(reference_dir / "golden" / f"{case}.npz") as g:
-            tokens = g["tokens"][0][: int(g["tokens_lens"][0])].tolist()
-            prompt_tokens = g["prompt_tokens"].tolist()
-            feat_dim = g["prompt_features"].shape[-1]
-        calls: list[dict[str, Any]] = []
-        real_sample = pipe.model.sample
+    case, spec = _dialog_case(reference_dir, channels)
+    pipe = DialogPipeline.from_dirs(
+        reference_dir / "models" / spec["model"], reference_dir / golden.VOCODER_DIR
+    )
+    g = golden.load_sample(reference_dir, case)
+    tokens = g["tokens"][0][: int(g["tokens_lens"][0])].tolist()
+    prompt_tokens = g["prompt_tokens"].tolist()
+    feat_dim = g["prompt_features"].shape[-1]
+    text, prompt_text = _texts(spec)
+    calls: list[dict[str, Any]] = []
+    real_sample = pipe.model.sample
 
-        def spy(real: Any = real_sample, calls: list[dict[str, Any]] = calls, **kwargs: Any) -> Any:
-            calls.append(kwargs)
-            return real(**kwargs)
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real_sample(**kwargs)
 
-        monkeypatch.setattr(pipe.model, "sample", spy)
-        pipe.generate(TEXT, PROMPT_TEXT, reference_dir / "audio" / prompt_file, num_step=1, seed=0)
-        monkeypatch.undo()
-        assert len(calls) == 1
-        assert calls[0]["tokens"] == [tokens]
-        assert calls[0]["prompt_tokens"] == [prompt_tokens]
-        assert calls[0]["prompt_features"].shape[-1] == feat_dim
-        assert calls[0]["guidance_scale"] == 1.5
+    monkeypatch.setattr(pipe.model, "sample", spy)
+    guidance = float(spec["guidance_scale"])
+    pipe.generate(
+        text, prompt_text, reference_dir / spec["prompt_wav"], num_step=1, guidance_scale=guidance, seed=0
+    )
+    monkeypatch.undo()
+    assert len(calls) == 1
+    assert calls[0]["tokens"] == [tokens]
+    assert calls[0]["prompt_tokens"] == [prompt_tokens]
+    assert calls[0]["prompt_features"].shape[-1] == feat_dim
+    assert calls[0]["guidance_scale"] == guidance
 
 
-def test_dialog_multi_chunk(mono: DialogPipeline, reference_dir: Path) -> None:
+def test_dialog_default_guidance_is_upstreams() -> None:
+    """``infer_zipvoice_dialog.py`` defaults to guidance 1.5; so does ``generate``."""
+    default = inspect.signature(DialogPipeline.generate).parameters["guidance_scale"].default
+    assert default == 1.5
+
+
+def test_dialog_multi_chunk(mono: DialogPipeline, mono_spec: dict[str, Any], reference_dir: Path) -> None:
     """Many turns are split at [S1] into several chunks and cross-faded into one stream."""
     text = " ".join(f"[S1] Turn number {i} is here. [S2] Reply number {i} follows." for i in range(12))
     result = mono.generate(
-        text, PROMPT_TEXT, reference_dir / "audio" / "prompt_dialog.wav", num_step=1, seed=5
+        text, mono_spec["prompt_text"], reference_dir / mono_spec["prompt_wav"], num_step=1, seed=5
     )
     assert result.num_chunks > 1
     assert result.wav.shape[0] == 1 and result.wav.shape[1] > 0
 
 
-def test_dialog_stereo_two_channel_prompt(stereo: DialogPipeline, reference_dir: Path) -> None:
-    result = stereo.generate(
-        TEXT, PROMPT_TEXT, reference_dir / "audio" / "prompt_dialog_stereo.wav", num_step=STEPS, seed=7
-    )
+def test_dialog_stereo_two_channel_prompt(
+    stereo: DialogPipeline, stereo_spec: dict[str, Any], reference_dir: Path
+) -> None:
+    text, prompt_text = _texts(stereo_spec)
+    steps, seed = int(stereo_spec["num_step"]), int(stereo_spec["seed"])
+    prompt_file = reference_dir / stereo_spec["prompt_wav"]
+    result = stereo.generate(text, prompt_text, prompt_file, num_step=steps, seed=seed)
     wav = result.wav
     assert wav.dtype == torch.float32 and wav.shape[0] == 2 and wav.shape[1] > 0
     assert result.prompt.features.shape[-1] == 200
     assert _rms(wav[0]) > 1e-4 and _rms(wav[1]) > 1e-4
     assert not torch.equal(wav[0], wav[1])
-    again = stereo.generate(
-        TEXT, PROMPT_TEXT, reference_dir / "audio" / "prompt_dialog_stereo.wav", num_step=STEPS, seed=7
-    )
+    again = stereo.generate(text, prompt_text, prompt_file, num_step=steps, seed=seed)
     assert torch.equal(wav, again.wav)
 
 
-def test_dialog_stereo_two_mono_prompts(stereo: DialogPipeline, reference_dir: Path, tmp_path: Path) -> None:
-    both, rate = read_audio(reference_dir / "audio" / "prompt_dialog_stereo.wav")
+def test_dialog_stereo_two_mono_prompts(
+    stereo: DialogPipeline, stereo_spec: dict[str, Any], reference_dir: Path, tmp_path: Path
+) -> None:
+    text, prompt_text = _texts(stereo_spec)
+    turns = golden.dialog_turns(prompt_text)
+    steps, seed = int(stereo_spec["num_step"]), int(stereo_spec["seed"])
+    both, rate = read_audio(reference_dir / stereo_spec["prompt_wav"])
     spk1, spk2 = both[0:1], both[1:2]
     prompt = stereo.prepare_prompt((spk1, spk2), rate)
     # speaker 1 fills the left channel first, speaker 2 the right channel afterwards
     assert prompt.wav.shape[0] == 2 and prompt.features.shape[-1] == 200
 
-    result = stereo.generate(
-        TEXT, ("The quick brown fox.", "The quick brown fox."), prompt, num_step=STEPS, seed=3
-    )
+    result = stereo.generate(text, turns, prompt, num_step=steps, seed=seed)
     assert result.wav.shape[0] == 2 and result.wav.shape[1] > 0
     assert _rms(result.wav[0]) > 1e-4 and _rms(result.wav[1]) > 1e-4
 
@@ -239,39 +292,45 @@ def test_dialog_stereo_two_mono_prompts(stereo: DialogPipeline, reference_dir: P
             wf.setframerate(rate)
             wf.writeframes(to_int16_pcm(clip).tobytes())
         paths.append(path)
-    from_files = stereo.generate(
-        TEXT, ("The quick brown fox.", "The quick brown fox."), (paths[0], paths[1]), num_step=STEPS, seed=3
-    )
+    from_files = stereo.generate(text, turns, (paths[0], paths[1]), num_step=steps, seed=seed)
     assert torch.equal(from_files.wav, result.wav)
 
 
-def test_dialog_mono_two_clip_prompt(mono: DialogPipeline, reference_dir: Path) -> None:
-    both, rate = read_audio(reference_dir / "audio" / "prompt_dialog_stereo.wav")
+def test_dialog_mono_two_clip_prompt(
+    mono: DialogPipeline, stereo_spec: dict[str, Any], reference_dir: Path
+) -> None:
+    text, prompt_text = _texts(stereo_spec)
+    both, rate = read_audio(reference_dir / stereo_spec["prompt_wav"])
     result = mono.generate(
-        TEXT,
-        ("The quick brown fox.", "The quick brown fox."),
-        (both[0:1], both[1:2]),
-        rate,
-        num_step=1,
-        seed=1,
+        text, golden.dialog_turns(prompt_text), (both[0:1], both[1:2]), rate, num_step=1, seed=1
     )
     assert result.wav.shape[0] == 1 and result.wav.shape[1] > 0
 
 
-def test_generate_rejects_untagged_text(mono: DialogPipeline, reference_dir: Path) -> None:
-    prompt = reference_dir / "audio" / "prompt_dialog.wav"
+def test_generate_rejects_untagged_text(
+    mono: DialogPipeline, mono_spec: dict[str, Any], reference_dir: Path
+) -> None:
+    text, prompt_text = _texts(mono_spec)
+    prompt = reference_dir / mono_spec["prompt_wav"]
+    untagged = re.sub(r"\s*\[S[12]\]\s*", " ", text).strip()
     with pytest.raises(ValueError, match=r"dialog text must start with the speaker tag \[S1\]"):
-        mono.generate("Hello there. Hi! How are you?", PROMPT_TEXT, prompt, num_step=1)
+        mono.generate(untagged, prompt_text, prompt, num_step=1)
+    untagged_prompt = " ".join(golden.dialog_turns(prompt_text))
     with pytest.raises(ValueError, match=r"prompt transcript must start with the speaker tag \[S1\]"):
-        mono.generate(TEXT, "The quick brown fox. The quick brown fox.", prompt, num_step=1)
+        mono.generate(text, untagged_prompt, prompt, num_step=1)
 
 
-def test_stereo_rejects_mono_single_prompt(stereo: DialogPipeline, reference_dir: Path) -> None:
+def test_stereo_rejects_mono_single_prompt(
+    stereo: DialogPipeline, stereo_spec: dict[str, Any], mono_spec: dict[str, Any], reference_dir: Path
+) -> None:
+    text, prompt_text = _texts(stereo_spec)
+    mono_file = reference_dir / mono_spec["prompt_wav"]
+    assert golden.wav_info(mono_file)[0] == 1
     with pytest.raises(ValueError, match="must be a 2-channel clip"):
-        stereo.prepare_prompt(reference_dir / "audio" / "prompt_dialog.wav")
-    mono_prompt = load_prompt(reference_dir / "audio" / "prompt_dialog.wav", num_channels=1)
+        stereo.prepare_prompt(mono_file)
+    mono_prompt = load_prompt(mono_file, num_channels=1)
     with pytest.raises(ValueError, match="needs 200"):
-        stereo.generate(TEXT, PROMPT_TEXT, mono_prompt, num_step=1)
+        stereo.generate(text, prompt_text, mono_prompt, num_step=1)
 
 
 def test_channel_and_variant_checks(mono: DialogPipeline, stereo: DialogPipeline) -> None:

@@ -47,7 +47,7 @@ def test_dialog_speaker_ids_come_from_tokens(reference_dir: Path) -> None:
 def test_missing_key_is_rejected(reference_dir: Path, tmp_path: Path) -> None:
     d = _copy_model_dir(reference_dir / "models" / "zipvoice", tmp_path / "m")
     state = _state(d)
-    del state["fm_decoder.encoders.0.layers.0.norm.log_scale"]
+    del state[sorted(k for k in state if k.startswith("fm_decoder."))[0]]
     torch.save({"model": state}, d / "model.pt")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_model(d)
@@ -113,12 +113,15 @@ def test_variant_mismatch_is_rejected(reference_dir: Path) -> None:
         load_model(reference_dir / "models" / "zipvoice", variant="zipvoice_distill")
 
 
-def test_model_json_round_trip(reference_dir: Path) -> None:
-    data = json.loads((reference_dir / "models" / "zipvoice" / "model.json").read_text())
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_model_json_round_trip(name: str, reference_dir: Path) -> None:
+    data = json.loads((reference_dir / "models" / name / "model.json").read_text())
     config = ModelConfig.from_dict(data["model"])
-    assert config == SIZES["tiny"]
     assert list(config.to_dict()) == list(data["model"])
     assert config.to_dict() == data["model"]
+    # our own tiny and base configs use the same schema, in the same key order
+    for size in SIZES.values():
+        assert list(size.to_dict()) == list(data["model"])
 
 
 def _load_script() -> object:

@@ -6,7 +6,6 @@ embeddings, conditions, per-step x/v, decoder outputs and predicted features ato
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,23 @@ import torch
 from api.zipvoice.model.checkpoint import load_model
 from api.zipvoice.model.export import FlowMatchingStepModel, TextConditionModel
 from api.zipvoice.model.zipvoice import ZipVoice, ZipVoiceDialogStereo, ZipVoiceDistill
+from api.zipvoice.runtime.onnx_backend import graph_speed
+from tests.zipvoice import golden
 
 ATOL = 1e-4
 
-CASES = {
-    "zipvoice": "zipvoice",
-    "zipvoice_batch2": "zipvoice",
-    "zipvoice_distill": "zipvoice_distill",
-    "zipvoice_dialog": "zipvoice_dialog",
-    "zipvoice_dialog_stereo": "zipvoice_dialog_stereo",
-}
+CASES = golden.sample_case_names()
+SINGLE_CASES = golden.sample_case_names_where(lambda spec, g: g["tokens_lens"].shape[0] == 1)
+MONO_STREAM_CASES = golden.sample_case_names_where(lambda spec, g: "fm_mono_out" in g.files)
 
 
 def _load_case(reference_dir: Path, case: str) -> dict[str, np.ndarray]:
-    with np.load(reference_dir / "golden" / f"sample_{case}.npz") as data:
-        return {k: data[k] for k in data.files}
+    golden.require(case)
+    return golden.load_sample(reference_dir, case)
+
+
+def _model(models: dict[str, ZipVoice], reference_dir: Path, case: str) -> ZipVoice:
+    return models[golden.sample_case(reference_dir, case)["model"]]
 
 
 def _inputs(g: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -60,13 +61,13 @@ def _close(actual: torch.Tensor, expected: np.ndarray, name: str, atol: float = 
 
 @pytest.fixture(scope="module")
 def models(reference_dir: Path) -> dict[str, ZipVoice]:
-    return {name: load_model(reference_dir / "models" / name) for name in set(CASES.values())}
+    return {name: load_model(reference_dir / "models" / name) for name in golden.model_names(reference_dir)}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_sample_matches_reference(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
     g = _load_case(reference_dir, case)
-    model = models[CASES[case]]
+    model = _model(models, reference_dir, case)
     inputs = _inputs(g)
     out = model.sample_detailed(**inputs, x0=torch.from_numpy(g["x0"]), keep_steps=True)
 
@@ -89,10 +90,10 @@ def test_sample_matches_reference(case: str, reference_dir: Path, models: dict[s
     _close(out.pred_prompt_features_lens, g["pred_prompt_features_lens"], "pred_prompt_features_lens")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_single_decoder_forward(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
     g = _load_case(reference_dir, case)
-    model = models[CASES[case]]
+    model = _model(models, reference_dir, case)
     gs = float(g["fm_raw_guidance_scale"])
     assert np.isnan(gs) != isinstance(model, ZipVoiceDistill)
     with torch.inference_mode():
@@ -107,9 +108,10 @@ def test_single_decoder_forward(case: str, reference_dir: Path, models: dict[str
     _close(out, g["fm_raw_out"], "fm_raw_out")
 
 
-def test_stereo_mono_stream(reference_dir: Path, models: dict[str, ZipVoice]) -> None:
-    g = _load_case(reference_dir, "zipvoice_dialog_stereo")
-    model = models["zipvoice_dialog_stereo"]
+@pytest.mark.parametrize("case", MONO_STREAM_CASES)
+def test_stereo_mono_stream(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
+    g = _load_case(reference_dir, case)
+    model = _model(models, reference_dir, case)
     assert isinstance(model, ZipVoiceDialogStereo)
     with torch.inference_mode():
         out = model.forward_fm_decoder(
@@ -122,24 +124,26 @@ def test_stereo_mono_stream(reference_dir: Path, models: dict[str, ZipVoice]) ->
     _close(out, g["fm_mono_out"], "fm_mono_out")
 
 
-@pytest.mark.parametrize("case", ["zipvoice_batch2", "zipvoice_distill"])
+@pytest.mark.parametrize("case", CASES)
 def test_seeded_generator_reproduces_noise(
     case: str, reference_dir: Path, models: dict[str, ZipVoice]
 ) -> None:
     """Without an injected x0, one randn(B, T, F) draw from the seeded generator is the noise."""
-    cases = json.loads((reference_dir / "golden" / "cases.json").read_text(encoding="utf-8"))
-    seed = int(cases["sample_cases"][case]["seed"])
     g = _load_case(reference_dir, case)
-    generator = torch.Generator().manual_seed(seed)
-    pred, lens = models[CASES[case]].sample(**_inputs(g), duration="predict", generator=generator)
+    spec = golden.sample_case(reference_dir, case)
+    assert spec["duration"] == "predict"
+    generator = torch.Generator().manual_seed(int(spec["seed"]))
+    model = _model(models, reference_dir, case)
+    pred, lens = model.sample(**_inputs(g), duration="predict", generator=generator)
     _close(pred, g["pred_features"], "pred_features")
     _close(lens, g["pred_features_lens"], "pred_features_lens")
 
 
-def test_pluggable_step_function(reference_dir: Path, models: dict[str, ZipVoice]) -> None:
+@pytest.mark.parametrize("case", SINGLE_CASES)
+def test_pluggable_step_function(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
     """The Euler loop runs an external step callable (here the export wrapper) to the same result."""
-    g = _load_case(reference_dir, "zipvoice_dialog")
-    model = models["zipvoice_dialog"]
+    g = _load_case(reference_dir, case)
+    model = _model(models, reference_dir, case)
     inputs = _inputs(g)
     # Conditions come from the golden arrays; batch of one, so no padding mask is needed.
     step_model = FlowMatchingStepModel(model)
@@ -155,14 +159,22 @@ def test_pluggable_step_function(reference_dir: Path, models: dict[str, ZipVoice
     _close(out.pred_features, g["pred_features"], "pred_features")
 
 
-def test_export_text_condition_model(reference_dir: Path, models: dict[str, ZipVoice]) -> None:
-    """The export wrapper's text condition equals the golden one when both length formulas agree."""
-    g = _load_case(reference_dir, "zipvoice")
+@pytest.mark.parametrize("case", SINGLE_CASES)
+def test_export_text_condition_model(case: str, reference_dir: Path, models: dict[str, ZipVoice]) -> None:
+    """The export wrapper's text condition equals the golden one.
+
+    Its length formula (upstream's ONNX graph) may round to another frame count than the PyTorch
+    one for the case's speed; then the speed from ``graph_speed`` makes it hit the golden count.
+    """
+    g = _load_case(reference_dir, case)
+    wrapper = TextConditionModel(_model(models, reference_dir, case))
+    tokens = torch.from_numpy(g["tokens"][:, : int(g["tokens_lens"][0])])
+    prompt_tokens = torch.from_numpy(g["prompt_tokens"])[None]
+    prompt_len = int(g["prompt_features_lens"][0])
+    frames = g["text_condition"].shape[1]
     with torch.inference_mode():
-        out = TextConditionModel(models["zipvoice"])(
-            torch.from_numpy(g["tokens"][:, : int(g["tokens_lens"][0])]),
-            torch.from_numpy(g["prompt_tokens"])[None],
-            torch.tensor(int(g["prompt_features_lens"][0])),
-            torch.tensor(float(g["speed"])),
-        )
+        out = wrapper(tokens, prompt_tokens, torch.tensor(prompt_len), torch.tensor(float(g["speed"])))
+        if out.shape[1] != frames:
+            speed = graph_speed(prompt_len, prompt_tokens.shape[1], tokens.shape[1], frames)
+            out = wrapper(tokens, prompt_tokens, torch.tensor(prompt_len), torch.tensor(speed))
     _close(out, g["text_condition"], "text_condition")

@@ -23,7 +23,8 @@ def test_onnx_round_trip(name: str, reference_dir: Path, tmp_path: Path) -> None
     model = load_model(reference_dir / "models" / name)
     fm, text = FlowMatchingStepModel(model).eval(), TextConditionModel(model).eval()
     seq = {0: "N", 1: "T"}
-    example = (torch.tensor(0.5), *(torch.randn(1, 40, 100) for _ in range(3)), torch.tensor(1.0))
+    feat = model.feat_dim
+    example = (torch.tensor(0.5), *(torch.randn(1, 40, feat) for _ in range(3)), torch.tensor(1.0))
     text_example = (torch.tensor([[2, 3, 4, 5]]), torch.tensor([[0, 1]]), torch.tensor(10), torch.tensor(1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,17 +41,17 @@ def test_onnx_round_trip(name: str, reference_dir: Path, tmp_path: Path) -> None
 
     session = ort.InferenceSession(str(tmp_path / "fm.onnx"))
     for t in (0.3, 0.7):  # both sides of the t > 0.5 switch; odd T exercises the downsample padding
-        inputs = (torch.tensor(t), *(torch.randn(1, 57, 100) for _ in range(3)), torch.tensor(2.0))
+        inputs = (torch.tensor(t), *(torch.randn(1, 57, feat) for _ in range(3)), torch.tensor(2.0))
         with torch.inference_mode():
             expected = fm(*inputs).numpy()
         got = session.run(None, {k: v.numpy() for k, v in zip(FM_INPUTS, inputs, strict=True)})[0]
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
     session = ort.InferenceSession(str(tmp_path / "text.onnx"))
-    inputs = (
-        torch.randint(1, 300, (1, 30)),
-        torch.randint(1, 300, (1, 53)),
-        torch.tensor(261),
+    inputs = (  # arbitrary lengths (token ids below the smallest vocabulary, 358)
+        torch.randint(1, 300, (1, 33)),
+        torch.randint(1, 300, (1, 47)),
+        torch.tensor(233),
         torch.tensor(1.0),
     )
     with torch.inference_mode():

@@ -34,9 +34,20 @@ from api.zipvoice.runtime.onnx_backend import (
     load_onnx_model,
     predicted_frames,
 )
+from tests.zipvoice import golden
 
+# one checkpoint per architecture: plain, distilled (guidance input), two-stream stereo dialog
 VARIANTS = ["zipvoice", "zipvoice_distill", "zipvoice_dialog_stereo"]
-GUIDANCE = {"zipvoice": 1.0, "zipvoice_distill": 3.0, "zipvoice_dialog_stereo": 1.5}
+
+
+def _guidance(reference_dir: Path, variant: str) -> float:
+    """The guidance scale the set's cases use with this checkpoint."""
+    data = golden.cases(reference_dir)
+    for kind in ("sample_cases", "e2e_cases"):
+        for spec in data.get(kind, {}).values():
+            if spec["model"] == variant:
+                return float(spec["guidance_scale"])
+    pytest.skip(f"no case of the fixture set uses models/{variant}")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +135,7 @@ def test_decoder_step_matches_torch(variant: str, reference_dir: Path, exported:
     frames, feat = 61, onnx_model.feat_dim  # odd T exercises the downsample padding
     x, speech = (torch.randn(1, frames, feat, generator=gen) for _ in range(2))
     text = torch.randn(1, frames, model.feat_dim, generator=gen)
-    g = GUIDANCE[variant]
+    g = _guidance(reference_dir, variant)
     step = model.make_step_fn(text, speech, None, g)  # the PyTorch sampler's step function
     for t in (0.3, 0.7):  # both sides of the t > 0.5 guidance switch
         with torch.inference_mode():
@@ -147,7 +158,7 @@ def test_full_sample_with_fixed_noise(
         "speed": 1.0,
         "t_shift": 0.5,
         "num_step": 4,
-        "guidance_scale": GUIDANCE[variant],
+        "guidance_scale": _guidance(reference_dir, variant),
         "x0": x0,
     }
     expected, expected_lens = model.sample(
@@ -167,7 +178,8 @@ def test_seeded_noise_matches_torch(reference_dir: Path, exported: dict[str, Pat
     model = load_model(reference_dir / "models" / "zipvoice_distill")
     onnx_model = load_onnx_model(exported["zipvoice_distill"], "fp32", num_threads=1)
     tokens, prompt_tokens, prompt, prompt_len = _inputs(onnx_model, seed=4)
-    kwargs: dict[str, Any] = {"t_shift": 0.5, "num_step": 2, "guidance_scale": 3.0}
+    guidance = _guidance(reference_dir, "zipvoice_distill")
+    kwargs: dict[str, Any] = {"t_shift": 0.5, "num_step": 2, "guidance_scale": guidance}
     a, _ = model.sample(
         tokens,
         prompt_tokens,
@@ -211,7 +223,9 @@ def test_pipeline_end_to_end(reference_dir: Path, exported: dict[str, Path]) -> 
     from tests.zipvoice.test_pipeline_golden import ReplayTokenizer
 
     model_dir = reference_dir / "models" / "zipvoice_distill"
-    text, prompt_text = "Hello there.", "The quick brown fox."
+    guidance = _guidance(reference_dir, "zipvoice_distill")
+    prompt_wav = reference_dir / golden.e2e_case(reference_dir, golden.e2e_case_names()[0])["prompt_wav"]
+    text, prompt_text = "Some words to say.", "What the prompt says."
     tokenizer = ReplayTokenizer(
         model_dir / "tokens.txt", {text: list(range(5, 25)), prompt_text: list(range(30, 44))}
     )
@@ -222,9 +236,7 @@ def test_pipeline_end_to_end(reference_dir: Path, exported: dict[str, Path]) -> 
         ("onnx", load_onnx_model(exported["zipvoice_distill"], "fp32", num_threads=1)),
     ):
         pipeline = ZipVoicePipeline(model, tokenizer, vocoder)
-        result = pipeline.generate(
-            text, prompt_text, reference_dir / "audio" / "prompt.wav", num_step=4, guidance_scale=3.0, seed=7
-        )
+        result = pipeline.generate(text, prompt_text, prompt_wav, num_step=4, guidance_scale=guidance, seed=7)
         assert result.num_chunks == 1 and result.sampling_rate == 24000
         wavs[name] = result.wav
     assert wavs["onnx"].shape == wavs["torch"].shape and wavs["onnx"].shape[-1] > 0

@@ -16,17 +16,17 @@ import torch
 
 from api.zipvoice.pipeline import ZipVoicePipeline, add_punctuation, batchify_tokens, chunk_tokens_punctuation
 from api.zipvoice.vocos import load_vocos
+from tests.zipvoice import golden
 
 MODEL_AVAILABLE = importlib.util.find_spec("api.zipvoice.model") is not None
-TEXT = "Hello, this is a tiny end to end test."
-PROMPT_TEXT = "The quick brown fox jumps over the lazy dog."
-CASES = [("e2e_zipvoice", "zipvoice", 1.0), ("e2e_zipvoice_distill", "zipvoice_distill", 3.0)]
 
 
 class ReplayTokenizer:
     """Maps each known text to the golden ids, as token strings from ``tokens.txt``."""
 
     def __init__(self, tokens_file: Path, texts: dict[str, list[int]]) -> None:
+        # the pipeline adds final punctuation before tokenizing: known with and without it
+        texts = {**texts, **{add_punctuation(t): ids for t, ids in texts.items()}}
         table: dict[str, int] = {}
         for line in tokens_file.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -56,40 +56,46 @@ def test_text_helpers() -> None:
 
 
 @pytest.mark.skipif(not MODEL_AVAILABLE, reason="api.zipvoice.model is not importable yet")
-@pytest.mark.parametrize(("case", "model_name", "guidance"), CASES)
-def test_generate_sentence(reference_dir: Path, case: str, model_name: str, guidance: float) -> None:
+@pytest.mark.parametrize("case", golden.e2e_case_names())
+def test_generate_sentence(reference_dir: Path, case: str) -> None:
     from api.zipvoice.model import load_model
 
-    with np.load(reference_dir / "golden" / f"{case}.npz") as data:
-        g = {k: data[k] for k in data.files}
-    model_dir = reference_dir / "models" / model_name
+    spec = golden.e2e_case(reference_dir, case)
+    g = golden.load_e2e(reference_dir, case)
+    model_dir = reference_dir / "models" / spec["model"]
+    text, prompt_text = spec["text"], spec["prompt_text"]
     tokenizer = ReplayTokenizer(
         model_dir / "tokens.txt",
-        {
-            TEXT: g["sample_tokens"][0].tolist(),
-            PROMPT_TEXT: g["sample_prompt_tokens"][0].tolist(),
-        },
+        {text: g["sample_tokens"][0].tolist(), prompt_text: g["sample_prompt_tokens"][0].tolist()},
     )
-    # the reference seeds the global RNG with 666 before its single randn draw
+    # the reference seeds the global RNG before its single randn draw
+    assert int(g["num_x0"]) == 1
     assert torch.equal(
-        torch.randn(tuple(g["x0"].shape), generator=torch.Generator().manual_seed(666)),
+        torch.randn(tuple(g["x0"].shape), generator=torch.Generator().manual_seed(int(spec["seed"]))),
         torch.from_numpy(g["x0"]),
     )
 
     pipeline = ZipVoicePipeline(
-        load_model(model_dir), tokenizer, load_vocos(reference_dir / "vocos-mel-24khz-tiny")
+        load_model(model_dir),
+        tokenizer,
+        load_vocos(reference_dir / golden.VOCODER_DIR),
+        target_rms=float(spec["target_rms"]),
+        feat_scale=float(spec["feat_scale"]),
+        max_duration=float(spec["max_duration"]),
     )
     result = pipeline.generate(
-        TEXT,
-        PROMPT_TEXT,
-        reference_dir / "audio" / "prompt.wav",
-        num_step=4,
-        guidance_scale=guidance,
-        speed=1.0,
-        t_shift=0.5,
-        seed=666,
+        text,
+        prompt_text,
+        reference_dir / spec["prompt_wav"],
+        num_step=int(spec["num_step"]),
+        guidance_scale=float(spec["guidance_scale"]),
+        speed=float(spec["speed"]),
+        t_shift=float(spec["t_shift"]),
+        seed=int(spec["seed"]),
+        remove_long_sil=bool(spec["remove_long_sil"]),
     )
     assert result.num_chunks == 1
+    assert result.sampling_rate == int(spec["sampling_rate"]) == int(g["sampling_rate"])
     assert result.prompt.rms == pytest.approx(float(g["prompt_rms"]), rel=1e-6)
     wav = result.wav.numpy()
     assert wav.dtype == np.float32
