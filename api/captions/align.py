@@ -22,6 +22,7 @@ Every known word gets exactly one timing, in input order; nothing is invented.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -141,12 +142,21 @@ def _warp(heard: Sequence[Word], texts: Sequence[str], lo: float, hi: float) -> 
     bounds = np.concatenate([[0.0], np.cumsum(weights) / weights.sum()]) * total
     lengths = [_weight(w.text) for w in heard]
 
+    firsts = [x0 for _, _, x0 in spans]
+
     def time_at(x: float, starting: bool) -> float:
-        for (s, e, x0), c in zip(spans, lengths, strict=True):
-            inside = x0 <= x < x0 + c if starting else x0 < x <= x0 + c
-            if inside:
-                return s + (x - x0) / c * (e - s)
-        return spans[-1][1] if starting else spans[0][0]
+        # the heard word holding character position x (a start looks right of a word boundary,
+        # an end left of it); binary search, so a stretch costs O((words + heard) log heard)
+        if abs(x - round(x)) < 1e-6:  # heard word boundaries are whole characters
+            x = float(round(x))
+        j = (bisect.bisect_right(firsts, x) if starting else bisect.bisect_left(firsts, x)) - 1
+        if j < 0:
+            return spans[0][0]
+        s, e, x0 = spans[j]
+        c = lengths[j]
+        if x >= x0 + c and starting:
+            return spans[-1][1]
+        return s + min(1.0, (x - x0) / c) * (e - s)
 
     out = []
     for i in range(len(texts)):

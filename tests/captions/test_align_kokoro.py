@@ -148,6 +148,7 @@ def test_break_shows_where_it_belongs(with_break: tuple[list[TimedWord], list[Ti
     last = len(split_words(S1)) - 1
     gap = got[last + 1].start - got[last].end
     assert got[last].end < shift - 1.0 + 0.08  # S1's last word ends before the silence
+    assert abs(got[last].end - ref[last].end) <= 0.08  # the gap opens where S1's speech stops
     assert abs(got[last + 1].start - ref[last + 1].start) <= 0.08  # S2 starts where it does
     assert gap >= 1.0 - 0.08
 

@@ -127,3 +127,14 @@ def test_snap_cuts_long_silence_only() -> None:
         1.0, abs=0.011
     )
     assert (snapped[1].start, snapped[1].end) == (0.47, 1.03)  # 30 ms edges: kept
+
+
+def test_long_input_beyond_the_alignment_cap() -> None:
+    """Past the aligner's token cap words are still all placed, by character position."""
+    n = 3000
+    text = " ".join(f"w{i:04d}" for i in range(n))
+    heard = [Word(i * 0.5, i * 0.5 + 0.4, f"w{i:04d}") for i in range(n)]
+    got = align_words(split_words(text), heard, n * 0.5)
+    _check(got, text, 0.0, n * 0.5)
+    tail = got[-100:]
+    assert all(abs(w.start - heard[n - 100 + i].start) < 1e-6 for i, w in enumerate(tail))
