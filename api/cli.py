@@ -166,7 +166,9 @@ def export(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="zipvoice-export",
         description="Export a ZipVoice model directory (model.pt, model.json, tokens.txt) to ONNX "
-        "with the input/output names of upstream's published files, plus dynamic-int8 versions.",
+        "with the input/output names of upstream's published files, plus dynamic-int8 versions; "
+        "the output folder has the hub's layout (graphs + model.json + tokens.txt), which the "
+        "torch-free ONNX engine loads.",
     )
     parser.add_argument(
         "model_dir", type=Path, help="variant directory holding model.pt, model.json, tokens.txt"

@@ -47,8 +47,10 @@ VARIANTS: dict[str, VariantDefaults] = {
 DESCRIPTIONS = {
     "zipvoice": "ZipVoice zero-shot voice cloning (flow matching, 16 steps)",
     "zipvoice_distill": "ZipVoice-Distill: faster zero-shot voice cloning (8 steps)",
-    "zipvoice_dialog": "ZipVoice-Dialog: two-speaker dialog ([S1]/[S2] turns), mono",
-    "zipvoice_dialog_stereo": "ZipVoice-Dialog-Stereo: two-speaker dialog, one speaker per channel",
+    "zipvoice_dialog": "ZipVoice-Dialog: two-speaker dialog ([S1]/[S2] turns), mono"
+    "; no official ONNX files: runs on PyTorch (the torch extra)",
+    "zipvoice_dialog_stereo": "ZipVoice-Dialog-Stereo: two-speaker dialog, one speaker per channel"
+    "; no official ONNX files: runs on PyTorch (the torch extra)",
 }
 
 

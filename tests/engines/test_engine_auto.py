@@ -102,3 +102,19 @@ def test_dialog_variants_without_torch(tmp_path: Path, variant: str) -> None:
     # with torch they use PyTorch (no official ONNX files to fetch)
     engine.probe = probe()
     assert engine.engine_choice() == EngineChoice("torch", "cpu")
+
+
+def test_models_listing_marks_the_dialog_variants(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(
+        settings(cache_dir=tmp_path, voices_dir=tmp_path / "v", preload_models=[], allow_downloads=False)
+    )
+    with TestClient(app) as client:
+        models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    for name in ("zipvoice_dialog", "zipvoice_dialog_stereo"):
+        assert "no official ONNX files" in models[name]["description"]
+    for name in ("zipvoice", "zipvoice_distill"):
+        assert "no official ONNX files" not in models[name]["description"]
