@@ -7,9 +7,9 @@ maps what Whisper heard onto the known words:
 1. both sides are normalised (:func:`api.text.wer.normalize_words`: lowercase, no punctuation)
    and aligned token by token with the house's monotonic minimum-edit alignment
    (:func:`api.text.wer.align`, Hirschberg: memory linear in the words);
-2. a known word takes the span of the heard words aligned to it (several heard words: their
-   union, e.g. ``1990`` heard as ``nineteen ninety``); a heard word aligned to several known
-   words (``NewYork`` for ``New York``) is split among them by character length;
+2. a known word takes the span of the heard words whose tokens match its own exactly (several
+   heard words: their union, e.g. ``x-ray`` heard as ``x`` ``ray``); a heard word matching
+   several known words (``U.S.`` for ``U S``) is split among them by character length;
 3. only exact token matches anchor words; a stretch of known words between two anchors
    (misheard, dropped, or written differently: ``1990`` / ``nineteen ninety``) is laid over
    the heard words of the same stretch by character position (:func:`_warp`), or, when nothing

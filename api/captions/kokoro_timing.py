@@ -176,7 +176,9 @@ class KokoroTimer:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
+        providers.append("CPUExecutionProvider")  # as api.engines.kokoro does
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         return cls(session, voices_path)
 
     def style(self, name: str) -> np.ndarray:

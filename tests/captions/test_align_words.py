@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from api.captions.align import align_words, snap_to_sound, speech_bounds
 from api.captions.words import TimedWord, split_words
 from api.timing import Word
+from api.transcribe.base import Transcript
 
 
 def _heard(*items: tuple[str, float, float]) -> list[Word]:
@@ -138,3 +139,22 @@ def test_long_input_beyond_the_alignment_cap() -> None:
     _check(got, text, 0.0, n * 0.5)
     tail = got[-100:]
     assert all(abs(w.start - heard[n - 100 + i].start) < 1e-6 for i, w in enumerate(tail))
+
+
+def test_align_audio_trivial_inputs_need_no_transcriber() -> None:
+    from api.captions.align import align_audio
+
+    class Refuses:
+        name = "none"
+
+        def load(self) -> None:  # pragma: no cover
+            raise AssertionError
+
+        def transcribe(
+            self, samples: np.ndarray, sample_rate: int, language: str | None = None
+        ) -> Transcript:
+            raise AssertionError("not needed")
+
+    assert align_audio(np.zeros(100, np.float32), 16000, [], Refuses()) == []
+    got = align_audio(np.zeros(0, np.float32), 16000, split_words("a b", offset=4), Refuses(), offset=3.0)
+    assert [(w.start, w.end, w.char_start) for w in got] == [(3.0, 3.0, 4), (3.0, 3.0, 6)]
