@@ -46,7 +46,8 @@ def test_short_soak(soak_server: ServerProcess) -> None:
         pid=soak_server.proc.pid,
         requests=REQUESTS,
         clients=CLIENTS,
-        warmup=0.3,
+        warmup=0.5,
+        timeout=300.0,
         seed=12,
         speech_weight=SPEECH_WEIGHT,
     )
