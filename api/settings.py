@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -238,6 +238,8 @@ class Settings(BaseSettings):
     """Root for ``file+PATH`` voices. Unset: file voices are refused (403)."""
     voice_url_allowed_hosts: list[str] = Field(default_factory=list)
     """If non-empty, ``url+`` voices may only come from these hosts (comma-separated or JSON list)."""
+    voice_url_allowed_networks: list[str] = Field(default_factory=list)
+    """CIDR ranges ``url+`` voices may reach although not public (your own networks, e.g. ``10.0.0.0/8``; comma-separated or JSON). Empty: public addresses only."""
     voice_url_timeout: float = 10.0
     """Total time allowed to fetch a ``url+`` voice (seconds)."""
     max_voice_bytes: int = 10 * 1024 * 1024
@@ -284,3 +286,15 @@ class Settings(BaseSettings):
     """Requests per minute per API key on every authenticated route (token bucket; 429 + Retry-After). 0 = off."""
     quota_audio_seconds_per_day: float = Field(default=0.0, ge=0)
     """Seconds of audio one API key may produce per UTC day (429 until midnight UTC once used up). 0 = off."""
+
+    @field_validator("voice_url_allowed_networks")
+    @classmethod
+    def _networks_are_cidr(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not a CIDR range: {net[:60]!r} (expected e.g. 10.0.0.0/8)") from None
+        return value

@@ -119,6 +119,24 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def allowing_networks(networks: Iterable[str]) -> AddressPolicy:
+    """The default policy, plus the given CIDR ranges (``VOICE_URL_ALLOWED_NETWORKS``: an operator's
+    own private networks, e.g. an internal object store). An IPv4-mapped IPv6 address counts as its
+    IPv4 address. Raises ``ValueError`` on a malformed range."""
+    nets = [ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()]
+    if not nets:
+        return is_public_address
+
+    def policy(ip: IPAddress) -> bool:
+        v4 = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+        candidates = [ip] if v4 is None else [ip, v4]
+        return is_public_address(ip) or any(
+            c in net for c in candidates for net in nets if c.version == net.version
+        )
+
+    return policy
+
+
 def is_public_address(ip: IPAddress) -> bool:
     """True only for globally routable unicast addresses (the default address policy)."""
     if isinstance(ip, ipaddress.IPv4Address):

@@ -44,7 +44,7 @@ from api.errors import (
     PermissionDeniedError,
 )
 from api.settings import Settings
-from api.voices.safe_fetch import FetchResult, SafeFetcher
+from api.voices.safe_fetch import FetchResult, SafeFetcher, allowing_networks
 from api.voices.store import DEFAULT_NAMESPACE, VoiceStore, is_voice_id
 
 _PARAM = "voice"
@@ -250,6 +250,7 @@ class VoiceResolver:
                 max_bytes=settings.max_voice_bytes,
                 timeout=settings.voice_url_timeout,
                 allowed_hosts=settings.voice_url_allowed_hosts,
+                address_policy=allowing_networks(settings.voice_url_allowed_networks),
             ).fetch
         )
         self.max_decoded_bytes = max_decoded_bytes or int(
