@@ -7,14 +7,13 @@ split, the first of them held the only synthesis slot and every other caller got
 reference queue full too, analyze, register and clone requests get 429 with ``Retry-After`` while
 Kokoro keeps answering.
 
-The server is the real one; the only change is its SSRF address policy, which lets ``url+`` reach
-127.0.0.1 (a ``sitecustomize`` on its PYTHONPATH), since the trickling source runs on loopback.
+The server is the real one, with ``VOICE_URL_ALLOWED_NETWORKS=127.0.0.1/32`` so that ``url+`` may
+reach the trickling source on loopback.
 """
 
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,21 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import REPO_ROOT, ServerProcess, env_json
+from tests.e2e.server import ServerProcess, env_json
 from tests.e2e.test_concurrency import _metrics, _wait_metric
 
 PROMPT_TEXT = "The quick brown fox jumps over the lazy dog."
-
-_ALLOW_LOOPBACK = """\
-import ipaddress
-
-import api.voices.safe_fetch as _sf
-
-# e2e only: url+ may reach 127.0.0.1 (the test's trickling server); every other rule is unchanged.
-_sf.SafeFetcher.__init__.__kwdefaults__["address_policy"] = (
-    lambda ip: ip == ipaddress.ip_address("127.0.0.1") or _sf.is_public_address(ip)
-)
-"""
 
 
 class Trickle:
@@ -88,12 +76,8 @@ def trickle() -> Iterator[Trickle]:
 @pytest.fixture(scope="module")
 def server(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("admission")
-    site = tmp / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_ALLOW_LOOPBACK)
-    pythonpath = os.pathsep.join(p for p in (str(site), str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {
-        "PYTHONPATH": pythonpath,
+        "VOICE_URL_ALLOWED_NETWORKS": "127.0.0.1/32",  # the trickling source runs on loopback
         "ZIPVOICE_MODEL_DIR": str(reference_dir / "models"),
         "VOCOS_MODEL_DIR": str(reference_dir / "vocos-mel-24khz-tiny"),
         "PRELOAD_MODELS": env_json(["kokoro", "zipvoice"]),
