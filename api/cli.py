@@ -62,7 +62,7 @@ def serve(argv: list[str] | None = None) -> None:
         # SIGTERM/SIGINT: /ready turns 503 at once; uvicorn stops accepting and drains in-flight work.
         # Not uvicorn's own handler: that one re-raises the signal after the drain, so a clean
         # shutdown would end with status 143 instead of 0. A second SIGINT still forces the exit.
-        app.state.draining = True
+        app.state.services.readiness.draining = True
         if server.should_exit and sig == signal.SIGINT:
             server.force_exit = True
         else:
@@ -112,6 +112,7 @@ def synth(argv: list[str] | None = None) -> None:
     from api.engines.base import ReferenceVoice, SynthesisOptions
     from api.engines.zipvoice import VARIANTS, ZipVoiceEngine
     from api.errors import APIError
+    from api.runtime_env import configure_process
     from api.synthesis.reference import ReferencePrep
     from api.text.split import split_text
     from api.voices.sources import audio_digest
@@ -135,6 +136,7 @@ def synth(argv: list[str] | None = None) -> None:
             "file",
             transcript_source="given" if args.prompt_text else None,
         )
+        configure_process(settings)  # torch threads/denormals: the CLI's settings, as the server does
         engine = ZipVoiceEngine(settings, args.model)
         engine.load()
         voice = ReferencePrep(

@@ -22,6 +22,7 @@ from api.engines.base import AudioChunk, Availability, ReferenceVoice, Synthesis
 from api.engines.registry import register_engine
 from api.errors import InvalidRequestError, ServiceUnavailableError
 from api.lru import LRUCache
+from api.runtime_env import torch_imported
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,7 @@ class ZipVoiceEngine:
         log.info("%s loaded (%s, %s front-end) from %s", self.variant, choice.label, frontend, onnx_dir)
 
     def _load_torch(self, choice: EngineChoice) -> None:
-        import torch
+        import torch  # noqa: F401  (imported before torch_imported() applies the app's settings)
 
         from api.zipvoice.pipeline import ZipVoicePipeline
         from api.zipvoice.tokenizer import get_tokenizer
@@ -411,13 +412,9 @@ class ZipVoiceEngine:
             model_dir, vocos_dir = fetch_weights(self._settings, self.variant)
         except WeightsMissing as exc:
             raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {exc}.") from exc
-        if self._settings.num_threads:
-            torch.set_num_threads(self._settings.num_threads)
-        if choice.kind == "torch" and choice.device == "cpu":
-            # Denormal floats make CPU matmuls several times slower on random-ish activations
-            # (measured: one decoder step 5–7 s → 1.9 s); flushing them changes nothing audible.
-            # Process-wide setting, harmless for the rest of the server.
-            torch.set_flush_denormal(True)
+        # Thread count and denormal flushing are process-wide: the app's settings, applied once
+        # (api/runtime_env.py), never this engine's own choice.
+        torch_imported()
         model = self._load_model(choice, model_dir, choice.device)
         # ONNX/TensorRT samplers return CPU tensors: vocoder and pipeline stay on the CPU there
         device = choice.device if choice.kind == "torch" else "cpu"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from api.engines.registry import EngineRegistry
 from api.errors import NotFoundError
+from api.routes.deps import ServicesDep
 
 router = APIRouter(tags=["models"])
 _CREATED = 1_735_689_600  # 2025-01-01, a fixed 'created' for stable listings
@@ -30,14 +31,14 @@ def _model(registry: EngineRegistry, model_id: str) -> dict[str, Any]:
 
 
 @router.get("/v1/models", summary="List models")
-async def list_models(request: Request) -> dict[str, Any]:
-    registry: EngineRegistry = request.app.state.engines
+async def list_models(services: ServicesDep) -> dict[str, Any]:
+    registry = services.engines
     return {"object": "list", "data": [_model(registry, m) for m in registry.model_ids()]}
 
 
 @router.get("/v1/models/{model_id}", summary="Retrieve a model")
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    registry: EngineRegistry = request.app.state.engines
+async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
+    registry = services.engines
     if model_id not in registry.model_ids():
         raise NotFoundError(
             f"The model '{model_id[:100]}' does not exist.", param="model", code="model_not_found"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from api.auth import DEFAULT_NAMESPACE
-from api.limits.base import UsageLimits
+from api.routes.deps import CallerDep, ServicesDep
 from api.schemas.usage import KeyUsageObject, UsageList
 
 router = APIRouter(tags=["usage"])
@@ -13,15 +12,13 @@ router = APIRouter(tags=["usage"])
 
 @router.get("/v1/usage", response_model=UsageList, summary="Usage per API key (own; every key for admins)")
 async def get_usage(
-    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
     key: str | None = Query(default=None, max_length=64, description="Admins: one key's namespace id."),
 ) -> UsageList:
-    limits: UsageLimits = request.app.state.limits
-    owner: str = getattr(request.state, "owner", None) or DEFAULT_NAMESPACE
-    admin = bool(getattr(request.state, "is_admin", False))
-    if not admin:
-        wanted: str | None = owner  # a key sees only itself
+    if not caller.is_admin:
+        wanted: str | None = caller.owner  # a key sees only itself
     else:
         wanted = key  # None: every key
-    usage = await limits.usage(wanted)
+    usage = await services.limits.usage(wanted)
     return UsageList(data=[KeyUsageObject.model_validate(u.to_dict(k)) for k, u in sorted(usage.items())])

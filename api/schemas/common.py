@@ -68,7 +68,7 @@ async def apply_transcript_limit(request: Request) -> None:
     FastAPI resolves dependencies before it validates the body, in the request's own task, so the
     value set here is the one :data:`TranscriptText` reads.
     """
-    settings = getattr(request.app.state, "settings", None)
+    settings = getattr(getattr(request.app.state, "services", None), "settings", None)
     _limit.set(int(getattr(settings, "max_transcript_chars", DEFAULT_MAX_TRANSCRIPT_CHARS)))
 
 

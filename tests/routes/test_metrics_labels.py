@@ -29,7 +29,7 @@ def _label_values(text: str, label: str) -> set[str]:
 def test_model_label_is_a_backend_or_unknown() -> None:
     settings = Settings(allow_downloads=False)
     app = create_app(settings)
-    resolve = app.state.engines.resolve_model
+    resolve = app.state.services.engines.resolve_model
     assert model_label(resolve, "kokoro") == "kokoro"
     assert model_label(resolve, "tts-1") == settings.model_aliases["tts-1"]
     assert model_label(resolve, "x" * 39 + "💥") == UNKNOWN
@@ -60,7 +60,7 @@ def test_random_models_methods_and_paths_add_no_series(tmp_path) -> None:  # typ
         burst(client, 150)
         after = client.get("/metrics").text
     assert _series(after) == _series(before)  # counters moved, no series appeared
-    assert _label_values(after, "model") <= {*app.state.engines.names(), UNKNOWN}
+    assert _label_values(after, "model") <= {*app.state.services.engines.names(), UNKNOWN}
     assert _label_values(after, "method") <= {
         "GET",
         "HEAD",

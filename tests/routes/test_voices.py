@@ -127,7 +127,7 @@ def test_quota_and_paging(client: TestClient) -> None:
     assert err["code"] == "voice_quota_exceeded" and "MAX_VOICES_PER_KEY" in err["message"]
     _error(_register(client, "v0"), 409, "name")  # a taken name is still a 409
     assert _register(client, "v0", key=KEYS[1]).status_code == 201  # another key has its own room
-    assert client.app.state.voice_store.count(owner_for_key(KEYS[0])) == 3  # type: ignore[attr-defined]
+    assert client.app.state.services.voice_store.count(owner_for_key(KEYS[0])) == 3  # type: ignore[attr-defined]
 
     first = client.get("/v1/audio/voices", headers=_auth(KEYS[0]), params={"limit": 2, "type": "registered"})
     body = first.json()
