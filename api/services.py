@@ -70,19 +70,32 @@ def build_services(settings: Settings) -> Services:
     voice_resolver = VoiceResolver(settings, voice_store)
     transcriber = build_transcriber(settings)
     reference = ReferencePrep(settings, transcriber)
+    limiter = SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+    reference_limiter = ReferenceLimiter(settings.reference_concurrency, settings.reference_queue)
+    limits, metrics, rtf = build_limits(settings), Metrics(), RTFTracker()
     return Services(
         settings=settings,
         replica_id=replica_id(settings.replica_id),
         engines=engines,
-        limiter=SynthesisLimiter(settings.max_concurrency, settings.max_queue),
-        reference_limiter=ReferenceLimiter(settings.reference_concurrency, settings.reference_queue),
-        limits=build_limits(settings),
-        metrics=Metrics(),
-        rtf=RTFTracker(),
+        limiter=limiter,
+        reference_limiter=reference_limiter,
+        limits=limits,
+        metrics=metrics,
+        rtf=rtf,
         voice_store=voice_store,
         voice_resolver=voice_resolver,
         transcriber=transcriber,
         reference=reference,
-        speech=SpeechService(settings, engines, voice_resolver, reference),
+        speech=SpeechService(
+            settings,
+            engines,
+            voice_resolver,
+            reference,
+            limiter=limiter,
+            reference_limiter=reference_limiter,
+            limits=limits,
+            metrics=metrics,
+            rtf=rtf,
+        ),
         readiness=Readiness(),
     )

@@ -10,7 +10,7 @@ Audio convention used across the project: ``numpy.float32`` arrays shaped
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -73,6 +73,33 @@ class AudioChunk:
         return float(self.samples.shape[-1]) / float(self.sample_rate)
 
 
+#: what a request may ask the tuner for (``priority`` on /v1/audio/speech and /v1/audio/tune)
+Priority = Literal["speed", "balanced", "quality"]
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """The sampler settings an engine uses when a request leaves them out (``SynthesisOptions`` ``None``).
+
+    ``num_steps`` is 0 for engines without sampler steps (Kokoro); it keys the measured real-time
+    factors (:class:`api.synthesis.tuning.RTFTracker`).
+    """
+
+    num_steps: int
+    guidance_scale: float | None
+    t_shift: float | None
+
+
+@dataclass(frozen=True)
+class PriorityProfile:
+    """What an engine offers for one ``priority``: its sampler settings, and ``rank`` (lower is
+    preferred) among the profiles every available engine declares for that priority."""
+
+    num_steps: int
+    guidance_scale: float
+    rank: int = 0
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool
@@ -92,6 +119,16 @@ class SpeechEngine(Protocol):
     max_chunk_chars: int
     #: True when the engine needs the whole input in one call (dialog turns); the planner won't split it
     whole_text: bool
+
+    @property
+    def defaults(self) -> EngineDefaults:
+        """Sampler settings used when a request gives none (steps key the measured RTFs)."""
+        ...
+
+    @property
+    def priority_profiles(self) -> Mapping[Priority, PriorityProfile]:
+        """The ``priority`` values this engine can be tuned for (empty: ``priority`` is ignored)."""
+        ...
 
     def availability(self) -> Availability:
         """Cheap check (no model load): can this engine run here, and if not, why."""

@@ -10,15 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 
 from api.assets import download
 from api.engines import assets
-from api.engines.base import AudioChunk, Availability, PresetVoice, SynthesisOptions, Voice
+from api.engines.base import (
+    AudioChunk,
+    Availability,
+    EngineDefaults,
+    PresetVoice,
+    Priority,
+    PriorityProfile,
+    SynthesisOptions,
+    Voice,
+)
 from api.errors import InvalidRequestError, ServiceUnavailableError
 from api.loading import LoadOnce
 from api.settings import Settings
@@ -65,6 +75,8 @@ class KokoroEngine:
     channels = 1
     max_chunk_chars = 400
     whole_text = False
+    defaults = EngineDefaults(num_steps=0, guidance_scale=None, t_shift=None)  # no sampler
+    priority_profiles: Mapping[Priority, PriorityProfile] = MappingProxyType({})  # not tunable
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

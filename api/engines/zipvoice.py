@@ -11,14 +11,23 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from api.engines.base import AudioChunk, Availability, ReferenceVoice, SynthesisOptions, Voice
+from api.engines.base import (
+    AudioChunk,
+    Availability,
+    EngineDefaults,
+    Priority,
+    PriorityProfile,
+    ReferenceVoice,
+    SynthesisOptions,
+    Voice,
+)
 from api.engines.registry import register_engine
 from api.errors import InvalidRequestError, ServiceUnavailableError
 from api.lru import LRUCache
@@ -29,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class VariantDefaults:
+class VariantDefaults(EngineDefaults):
     num_steps: int
     guidance_scale: float
     t_shift: float
@@ -44,6 +53,19 @@ VARIANTS: dict[str, VariantDefaults] = {
     "zipvoice_distill": VariantDefaults(8, 3.0, 0.5, 1, "emilia", False),
     "zipvoice_dialog": VariantDefaults(16, 1.5, 0.5, 1, "dialog", True),
     "zipvoice_dialog_stereo": VariantDefaults(16, 1.5, 0.5, 2, "dialog", True),
+}
+#: what each variant offers for ``priority`` (lower rank preferred across variants); dialog: nothing
+PRIORITY_PROFILES: dict[str, dict[Priority, PriorityProfile]] = {
+    "zipvoice": {
+        "speed": PriorityProfile(8, 1.0, rank=1),
+        "balanced": PriorityProfile(12, 1.0, rank=1),
+        "quality": PriorityProfile(16, 1.0, rank=0),
+    },
+    "zipvoice_distill": {
+        "speed": PriorityProfile(4, 3.0, rank=0),
+        "balanced": PriorityProfile(8, 3.0, rank=0),
+        "quality": PriorityProfile(8, 3.0, rank=1),
+    },
 }
 DESCRIPTIONS = {
     "zipvoice": "ZipVoice zero-shot voice cloning (flow matching, 16 steps)",
@@ -255,6 +277,7 @@ class ZipVoiceEngine:
         self.name = variant
         self.variant = variant
         self.defaults = VARIANTS[variant]
+        self.priority_profiles: Mapping[Priority, PriorityProfile] = PRIORITY_PROFILES.get(variant, {})
         self.channels = self.defaults.channels
         # dialog text must stay whole (turn tags); the pipeline chunks it by turns
         self.max_chunk_chars = 300

@@ -1,4 +1,8 @@
-"""The speech pipeline: request → resolve voice → plan → engine → encode.
+"""The speech pipeline, one entry point: :meth:`SpeechService.start` takes a :class:`SpeechJob` and
+returns a running :class:`SpeechRun`.
+
+    job → input checks → quota → priority → voice (reference slot) → synthesis slot → plan
+        → engine (producer thread) → encode → bytes; metrics, RTFs and usage recorded once
 
 Heavy work (model loading, voice decoding, synthesis, encoding) runs in worker threads; the
 event loop only moves chunks. Streaming runs the engine in a producer thread that checks a
@@ -9,29 +13,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from api.engines.base import AudioChunk, PresetVoice, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
+from api.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
+from api.auth import DEFAULT_NAMESPACE
+from api.engines.base import AudioChunk, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
 from api.engines.registry import EngineRegistry
-from api.errors import InvalidRequestError
-from api.schemas.speech import SpeechRequest
+from api.errors import APIError, InvalidRequestError
+from api.limits.base import UsageLimits
+from api.metrics import Metrics, model_label
 from api.settings import Settings
-from api.synthesis.limiter import Limiter
+from api.synthesis.limiter import Limiter, ReferenceLimiter, SynthesisLimiter
 from api.synthesis.reference import ReferencePrep
+from api.synthesis.request import SpeechJob
+from api.synthesis.tuning import RTFTracker, recommend
 from api.text.split import split_text
 
-SOURCE_PREFIXES = ("file+", "url+", "base64+", "data:")
+log = logging.getLogger(__name__)
 
 
 class VoiceResolverLike(Protocol):
-    def resolve(
-        self, spec: str, *, owner: str | None = None, prompt_text: str | None = None, admin: bool = False
+    """What the pipeline asks of :class:`api.voices.sources.VoiceResolver` (blocking)."""
+
+    def for_engine(
+        self,
+        spec: str,
+        *,
+        kind: Literal["preset", "clone"],
+        engine_name: str,
+        presets: Callable[[], list[str]],
+        owner: str | None = None,
+        prompt_text: str | None = None,
+        admin: bool = False,
     ) -> Voice: ...
 
 
@@ -55,18 +78,60 @@ class SpeechPlan:
     input_chars: int
 
 
+@dataclass(frozen=True)
+class SpeechResult:
+    """A whole synthesis (:meth:`SpeechService.collect`)."""
+
+    audio: AudioChunk
+    backend: str
+    headers: dict[str, str]
+    usage: dict[str, int]
+
+
+def split_for(engine: SpeechEngine, text: str, *, streaming: bool) -> list[str]:
+    """The text chunks ``engine`` gets (blocking, linear time): whole for ``whole_text`` engines, else
+    sentences up to ``max_chunk_chars``, the first clause alone when streaming (a quick first chunk)."""
+    if engine.whole_text:
+        return [text]
+    return split_text(text, engine.max_chunk_chars, first_alone=streaming)
+
+
+def usage_of(input_chars: int, seconds: float) -> dict[str, int]:
+    """OpenAI's ``usage``. Tokens are not meaningful for these models: input characters and 20 ms
+    audio frames."""
+    out = round(seconds * 50)
+    return {"input_tokens": input_chars, "output_tokens": out, "total_tokens": input_chars + out}
+
+
 class SpeechService:
+    """The pipeline. ``limiter``/``reference_limiter`` (synthesis and reference slots), ``metrics`` and
+    ``rtf`` default to fresh ones (the app passes its own); without ``limits`` no quota is checked
+    and no usage recorded (``zipvoice-synth``)."""
+
     def __init__(
         self,
         settings: Settings,
         engines: EngineRegistry,
         resolver: VoiceResolverLike,
         reference: ReferencePrep,
+        *,
+        limiter: Limiter | None = None,
+        reference_limiter: Limiter | None = None,
+        limits: UsageLimits | None = None,
+        metrics: Metrics | None = None,
+        rtf: RTFTracker | None = None,
     ) -> None:
         self.settings = settings
         self.engines = engines
         self.resolver = resolver
         self.reference = reference
+        self.limiter = limiter or SynthesisLimiter(settings.max_concurrency, settings.max_queue)
+        self.reference_limiter = reference_limiter or ReferenceLimiter(
+            settings.reference_concurrency, settings.reference_queue
+        )
+        self.limits = limits
+        self.metrics = metrics or Metrics()
+        self.rtf = rtf or RTFTracker()
         self._producers = 0  # producer threads running (streams, including abandoned ones finishing a chunk)
         self._producers_lock = threading.Lock()
 
@@ -74,9 +139,53 @@ class SpeechService:
     def producers(self) -> int:
         return self._producers
 
-    # -- plan -------------------------------------------------------------------------------
+    # -- the entry points ---------------------------------------------------------------------
+    async def start(self, job: SpeechJob) -> SpeechRun:
+        """Admit, plan and start ``job``; the first chunk is computed before this returns, so its
+        errors (and every earlier one) are raised here, with their status. The caller must
+        ``aclose()`` the run however it ends (it releases the synthesis slot and the producer)."""
+        started = time.perf_counter()
+        stack = AsyncExitStack()
+        try:
+            self.check_input(job.text)  # a bad input gets its 400 at once, not after a wait for a slot
+            if self.limits is not None:
+                await self.limits.check_quota(job.owner or DEFAULT_NAMESPACE)
+            job = await self.apply_priority(job)
+            # The voice first, under a reference slot (a slow url+ fetch or a Whisper pass must not
+            # hold a synthesis slot); then the synthesis slot.
+            prepared = await self.prepare_voice(job)
+            await stack.enter_async_context(self.limiter.slot())
+            plan = await self.plan(job, prepared)
+            chunks = self.stream(plan, on_chunk=self.metrics.chunks.labels(plan.backend).inc)
+            stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
+            first = await anext(chunks)
+        except BaseException as exc:
+            await stack.aclose()
+            label = model_label(self.engines.resolve_model, job.model)  # never the client's string
+            self.metrics.speech.labels(label, str(getattr(exc, "status_code", 500))).inc()
+            raise
+        self.metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
+        return SpeechRun(self, job, plan, first, chunks, stack)
+
+    async def collect(self, job: SpeechJob) -> SpeechResult:
+        """The same path as :meth:`start`, the whole audio at once (a mid-stream error is raised)."""
+        run = await self.start(job)
+        try:
+            audio = await run.collect()
+        finally:
+            await run.aclose()
+        return SpeechResult(audio, run.backend, run.headers, run.usage)
+
+    async def synthesize(self, job: SpeechJob) -> tuple[bytes, SpeechResult]:
+        """:meth:`collect`, encoded as one whole file in ``job.response_format``."""
+        result = await self.collect(job)
+        audio = result.audio
+        data = await asyncio.to_thread(encode_audio, audio.samples, audio.sample_rate, job.response_format)
+        return data, result
+
+    # -- the steps ----------------------------------------------------------------------------
     def check_input(self, text: str) -> None:
-        """Cheap checks of ``input`` (length, emptiness): run them before waiting for a slot."""
+        """Cheap checks of the text (length, emptiness): run them before waiting for a slot."""
         limit = self.settings.max_input_chars
         if len(text) > limit:
             raise InvalidRequestError(
@@ -87,94 +196,73 @@ class SpeechService:
         if not text.strip():
             raise InvalidRequestError("'input' is empty.", param="input", code="empty_input")
 
-    def resolve_voice(
-        self,
-        spec: str,
-        engine: SpeechEngine,
-        *,
-        owner: str | None,
-        prompt_text: str | None,
-        admin: bool = False,
-    ) -> Voice:
-        """Voice spec → preset or reference clip, following VOICE_ALIASES (blocking)."""
-        alias = self.settings.voice_aliases.get(spec.lower()) if len(spec) < 64 else None
-        if engine.voice_kind == "preset":
-            if spec.startswith(SOURCE_PREFIXES):
-                raise InvalidRequestError(
-                    f"Model '{engine.name}' speaks preset voices only; use a ZipVoice model to clone a voice.",
-                    param="voice",
-                )
-            if alias is not None:
-                presets = engine.preset_voices()
-                return PresetVoice(alias if alias in presets else self.settings.kokoro_default_voice)
-            return PresetVoice(spec)
-        voice = self.resolver.resolve(alias or spec, owner=owner, prompt_text=prompt_text, admin=admin)
+    async def apply_priority(self, job: SpeechJob) -> SpeechJob:
+        """``priority`` picks model, steps and guidance among the profiles the engines declare
+        (explicit values win); ignored for an engine that declares none."""
+        if job.priority is None:
+            return job
+        backend = self.engines.resolve_model(job.model)
+        if not self.engines.get(backend).priority_profiles:
+            return job
+        rec = await asyncio.to_thread(recommend, self.engines, self.rtf, job.priority, job.text, job.speed)
+        return dataclasses.replace(
+            job,
+            model=rec.model,
+            num_steps=job.num_steps or rec.num_steps,
+            guidance_scale=rec.guidance_scale if job.guidance_scale is None else job.guidance_scale,
+        )
+
+    def resolve_voice(self, job: SpeechJob, engine: SpeechEngine) -> Voice:
+        """The job's voice for ``engine`` (blocking): the resolver decides what the string is; ad-hoc
+        reference clips are then prepared (clean-up, transcript)."""
+        voice = self.resolver.for_engine(
+            job.voice,
+            kind=engine.voice_kind,
+            engine_name=engine.name,
+            presets=engine.preset_voices,
+            owner=job.owner,
+            prompt_text=job.prompt_text,
+            admin=job.admin,
+        )
         if isinstance(voice, ReferenceVoice):
             voice = self.reference.for_request(voice, engine.channels)
         return voice
 
-    def options(self, req: SpeechRequest) -> SynthesisOptions:
-        return SynthesisOptions(
-            speed=req.speed,
-            seed=req.seed,
-            lang=req.lang,
-            num_steps=req.num_steps,
-            guidance_scale=req.guidance_scale,
-            t_shift=req.t_shift,
-        )
-
-    async def prepare_voice(
-        self,
-        req: SpeechRequest,
-        *,
-        owner: str | None = None,
-        admin: bool = False,
-        reference_slots: Limiter | None = None,
-    ) -> PreparedVoice:
-        """Step 1, before any synthesis slot: load the backend and resolve the voice.
-
-        Reference voices (fetch, decode, clean-up, Whisper) are prepared under a slot of
-        ``reference_slots`` (429 when its queue is full); preset voices need none.
-        """
-        self.check_input(req.input)
-        backend = self.engines.resolve_model(req.model)
+    async def prepare_voice(self, job: SpeechJob) -> PreparedVoice:
+        """Before any synthesis slot: load the backend and resolve the voice. Reference voices
+        (fetch, decode, clean-up, Whisper) are prepared under a reference slot (429 when its queue is
+        full); preset voices need none."""
+        self.check_input(job.text)
+        backend = self.engines.resolve_model(job.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
-        resolve = functools.partial(
-            self.resolve_voice,
-            req.voice_spec(),
-            engine,
-            owner=owner,
-            prompt_text=req.prompt_text,
-            admin=admin,
-        )
-        if engine.voice_kind == "preset" or reference_slots is None:
+        resolve = functools.partial(self.resolve_voice, job, engine)
+        if engine.voice_kind == "preset":
             voice = await asyncio.to_thread(resolve)
         else:
-            async with reference_slots.slot():
+            async with self.reference_limiter.slot():
                 voice = await asyncio.to_thread(resolve)
         return PreparedVoice(backend, engine, voice)
 
-    async def plan(
-        self,
-        req: SpeechRequest,
-        *,
-        owner: str | None = None,
-        admin: bool = False,
-        streaming: bool = False,
-        prepared: PreparedVoice | None = None,
-    ) -> SpeechPlan:
-        """Step 2 (cheap): split the text. Without ``prepared``, step 1 runs here first."""
-        if prepared is None:
-            prepared = await self.prepare_voice(req, owner=owner, admin=admin)
+    @staticmethod
+    def options(job: SpeechJob) -> SynthesisOptions:
+        return SynthesisOptions(
+            speed=job.speed,
+            seed=job.seed,
+            lang=job.lang,
+            num_steps=job.num_steps,
+            guidance_scale=job.guidance_scale,
+            t_shift=job.t_shift,
+        )
+
+    async def plan(self, job: SpeechJob, prepared: PreparedVoice) -> SpeechPlan:
+        """Split the text (cheap): the first clause alone when streaming, for a quick first chunk."""
         backend, engine, voice = prepared.backend, prepared.engine, prepared.voice
         if engine.whole_text:
-            chunks = [req.input]
+            chunks = [job.text]
         else:
-            chunks = await asyncio.to_thread(
-                split_text, req.input, engine.max_chunk_chars, first_alone=streaming
-            )
+            chunks = await asyncio.to_thread(split_for, engine, job.text, streaming=job.streaming)
         return SpeechPlan(
-            backend, engine, voice, chunks, self.options(req), req.response_format, len(req.input)
+            backend, engine, voice, chunks, self.options(job), job.response_format, len(job.text)
         )
 
     def response_headers(self, plan: SpeechPlan) -> dict[str, str]:
@@ -195,15 +283,6 @@ class SpeechService:
             if cancel is not None and cancel.is_set():
                 return
             yield chunk
-
-    @staticmethod
-    def collect(plan: SpeechPlan) -> AudioChunk:
-        """Run the whole plan and join the chunks (blocking)."""
-        pieces = list(SpeechService.iter_audio(plan))
-        if not pieces:
-            return AudioChunk(np.zeros((plan.engine.channels, 0), dtype=np.float32), plan.engine.sample_rate)
-        rate = pieces[0].sample_rate
-        return AudioChunk(np.concatenate([p.samples for p in pieces], axis=-1), rate)
 
     async def stream(
         self, plan: SpeechPlan, *, prefetch: int = 1, on_chunk: Callable[[], None] | None = None
@@ -252,3 +331,126 @@ class SpeechService:
             room.release()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(worker)
+
+
+class SpeechRun:
+    """A started synthesis: iterate it for the encoded bytes (encoding runs off the event loop), or
+    ``await collect()`` for the whole audio; then ``aclose()``, however it ended.
+
+    Recorded once, on completion or abort: the speech counter (200, or the mid-stream error's
+    status), audio seconds, RTFs (steps: the request's, else the engine's declared default) and
+    the caller's usage (``limits.record``, the audio produced so far counts).
+    """
+
+    def __init__(
+        self,
+        service: SpeechService,
+        job: SpeechJob,
+        plan: SpeechPlan,
+        first: AudioChunk,
+        rest: AsyncIterator[AudioChunk],
+        stack: AsyncExitStack,
+    ) -> None:
+        self._service, self.job, self.plan = service, job, plan
+        self._first, self._rest, self._stack = first, rest, stack
+        self.backend = plan.backend
+        self.media_type = CONTENT_TYPES[plan.response_format]
+        self.headers: dict[str, str] = {"X-Model-Backend": plan.backend, **service.response_headers(plan)}
+        self.seconds = 0.0  # audio handed out so far
+        self._used = False
+        self._completed = False
+        self._usage_recorded = False
+        self._encoded: AsyncGenerator[bytes, None] | None = None
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """OpenAI's ``usage`` for the audio produced so far (the SSE ``done`` event)."""
+        return usage_of(self.plan.input_chars, self.seconds)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._encoded is None:
+            self._claim()
+            self._encoded = self._encode()
+        return self._encoded
+
+    async def collect(self) -> AudioChunk:
+        """The whole audio, joined (a mid-stream error is raised, not swallowed)."""
+        self._claim()
+        started = time.perf_counter()
+        pieces: list[np.ndarray] = []
+        try:
+            async for chunk in self._audio(raise_errors=True):
+                pieces.append(chunk.samples)
+            self._record_success(time.perf_counter() - started)
+        finally:
+            await self._record_usage()
+        return AudioChunk(np.concatenate(pieces, axis=-1), self._first.sample_rate)
+
+    async def aclose(self) -> None:
+        """Stop the producer and release the synthesis slot; record usage if nothing did yet."""
+        try:
+            if self._encoded is not None:
+                with contextlib.suppress(RuntimeError):  # still running elsewhere: its own finally records
+                    await self._encoded.aclose()
+            await self._record_usage()
+        finally:
+            await self._stack.aclose()
+
+    # -- inside ---------------------------------------------------------------------------------
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError("a SpeechRun is consumed once")
+        self._used = True
+
+    async def _audio(self, *, raise_errors: bool) -> AsyncIterator[AudioChunk]:
+        chunk: AudioChunk | None = self._first
+        while chunk is not None:
+            self.seconds += chunk.duration
+            yield chunk
+            try:
+                chunk = await anext(self._rest, None)
+            except APIError as exc:
+                # Streaming: the headers are gone already, so the body ends early (a truncated stream).
+                log.warning("speech stream aborted after %.1f s of audio: %s", self.seconds, exc.message)
+                self._service.metrics.speech.labels(self.backend, str(exc.status_code)).inc()
+                if raise_errors:
+                    raise
+                return
+        self._completed = True
+
+    async def _encode(self) -> AsyncGenerator[bytes, None]:
+        try:
+            started = time.perf_counter()
+            encoder = StreamEncoder(self.plan.response_format, self._first.sample_rate, self._first.channels)
+            async for chunk in self._audio(raise_errors=False):
+                data = await asyncio.to_thread(encoder.write, chunk.samples)
+                if data:
+                    yield data
+            if not self._completed:
+                return
+            tail = await asyncio.to_thread(encoder.close)
+            if tail:
+                yield tail
+            self._record_success(time.perf_counter() - started)
+        finally:  # completed, failed or abandoned: the audio produced counts
+            await self._record_usage()
+
+    def _record_success(self, elapsed: float) -> None:
+        metrics, backend = self._service.metrics, self.backend
+        metrics.speech.labels(backend, "200").inc()
+        steps = int(self.plan.options.num_steps or self.plan.engine.defaults.num_steps)
+        self._service.rtf.record(backend, steps, elapsed, self.seconds)
+        if self.seconds > 0:
+            metrics.audio_seconds.labels(backend).inc(self.seconds)
+            metrics.rtf.labels(backend).observe(elapsed / self.seconds)
+
+    async def _record_usage(self) -> None:
+        limits = self._service.limits
+        if self._usage_recorded or limits is None or self.seconds <= 0:
+            return
+        self._usage_recorded = True
+        key = self.job.owner or DEFAULT_NAMESPACE
+        try:
+            await limits.record(key, self.backend, self.plan.input_chars, self.seconds)
+        except APIError as exc:
+            log.warning("usage not recorded: %s", exc.message)

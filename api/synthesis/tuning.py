@@ -1,5 +1,8 @@
 """Smart tuning: ``priority`` (speed | balanced | quality) → model and sampler settings, with time
-estimates from real-time factors measured on this server while it runs (no constants)."""
+estimates from real-time factors measured on this server while it runs (no constants).
+
+The choices are the engines' own: each declares the profiles it offers
+(:attr:`api.engines.base.SpeechEngine.priority_profiles`, with a rank); no model names here."""
 
 from __future__ import annotations
 
@@ -7,17 +10,12 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from api.engines.base import Priority, PriorityProfile
 from api.engines.registry import EngineRegistry
 from api.errors import ServiceUnavailableError
 
-Priority = Literal["speed", "balanced", "quality"]
+__all__ = ["CHARS_PER_SECOND", "Priority", "RTFTracker", "Recommendation", "profiles", "recommend"]
 
-# (backend, num_steps, guidance_scale) preferences per priority, best first.
-_PLANS: dict[str, list[tuple[str, int, float]]] = {
-    "speed": [("zipvoice_distill", 4, 3.0), ("zipvoice", 8, 1.0)],
-    "balanced": [("zipvoice_distill", 8, 3.0), ("zipvoice", 12, 1.0)],
-    "quality": [("zipvoice", 16, 1.0), ("zipvoice_distill", 8, 3.0)],
-}
 #: characters of English text per second of speech at speed 1 (used to guess the output length)
 CHARS_PER_SECOND = 14.0
 
@@ -73,14 +71,25 @@ class RTFTracker:
             return {f"{b}@{s}": round(r, 4) for (b, s), r in self._rtf.items()}
 
 
+def profiles(registry: EngineRegistry, priority: Priority) -> list[tuple[str, PriorityProfile]]:
+    """Every registered engine's profile for ``priority``, best first (by rank, then registry order)."""
+    found = []
+    for order, backend in enumerate(registry.names()):
+        profile = registry.get(backend).priority_profiles.get(priority)
+        if profile is not None:
+            found.append((profile.rank, order, backend, profile))
+    return [(backend, profile) for _, _, backend, profile in sorted(found, key=lambda f: f[:2])]
+
+
 def recommend(
     registry: EngineRegistry, tracker: RTFTracker, priority: Priority, text: str, speed: float = 1.0
 ) -> Recommendation:
-    """The first available plan for ``priority``; 503 when no cloning backend can run."""
+    """The best available engine profile for ``priority``; 503 when no engine offering one can run."""
     audio_seconds = max(0.5, len(text) / CHARS_PER_SECOND / max(speed, 0.25))
-    for backend, steps, guidance in _PLANS[priority]:
-        if backend not in registry.names() or not registry.availability(backend).ok:
+    for backend, profile in profiles(registry, priority):
+        if not registry.availability(backend).ok:
             continue
+        steps, guidance = profile.num_steps, profile.guidance_scale
         rtf, source = tracker.estimate(backend, steps)
         return Recommendation(
             model=backend,

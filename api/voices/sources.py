@@ -17,6 +17,16 @@ Spec forms (checked in this order):
 * anything else → :class:`PresetVoice` (the engine decides whether it exists). An id-shaped spec that
   is not registered is a 404, not a preset.
 
+For speech requests, :meth:`VoiceResolver.for_engine` is the one place that decides what a voice
+string is, given the kind of voice the engine declares (``voice_kind``):
+
+* ``VOICE_ALIASES`` first (OpenAI names such as ``alloy``; specs shorter than 64 characters,
+  case-insensitive): the alias target replaces the spec;
+* a **preset** engine (Kokoro) takes the spec as a preset name: source forms (``file+``, ``url+``,
+  ``base64+``, ``data:``) are a 400, registered voices are not looked up, and an alias target missing
+  from the engine's presets falls back to ``KOKORO_DEFAULT_VOICE``;
+* a **clone** engine gets the forms above (``resolve``).
+
 Every source's bytes are decoded by ``decode_audio`` with ``MAX_REFERENCE_SECONDS`` and a decoded-size
 cap. ``digest`` is the sha256 of ``b"<rate>:<channels>:"`` followed by the decoded float32
 little-endian samples (so the same samples at another rate get another digest). A ``prompt_text``
@@ -48,6 +58,8 @@ from api.voices.safe_fetch import FetchResult, SafeFetcher, allowing_networks
 from api.voices.store import DEFAULT_NAMESPACE, VoiceStore, is_voice_id
 
 _PARAM = "voice"
+#: voice source forms (a preset engine refuses them)
+SOURCE_PREFIXES = ("file+", "url+", "base64+", "data:")
 MAX_SYMLINK_HOPS = 40
 #: decoded float32 bytes allowed per second of reference: 2 channels at 192 kHz (or 8 at 48 kHz)
 DECODED_BYTES_PER_SECOND = 192_000 * 2 * 4
@@ -256,6 +268,31 @@ class VoiceResolver:
         self.max_decoded_bytes = max_decoded_bytes or int(
             settings.max_reference_seconds * DECODED_BYTES_PER_SECOND
         )
+
+    def for_engine(
+        self,
+        spec: str,
+        *,
+        kind: Literal["preset", "clone"],
+        engine_name: str,
+        presets: Callable[[], list[str]],
+        owner: str | None = None,
+        prompt_text: str | None = None,
+        admin: bool = False,
+    ) -> Voice:
+        """The voice of a speech request for an engine taking voices of ``kind`` (see the module
+        docstring): aliases, then presets (``presets()`` lists the engine's own) or clone sources."""
+        alias = self.settings.voice_aliases.get(spec.lower()) if len(spec) < 64 else None
+        if kind == "preset":
+            if spec.startswith(SOURCE_PREFIXES):
+                raise InvalidRequestError(
+                    f"Model '{engine_name}' speaks preset voices only; use a ZipVoice model to clone a voice.",
+                    param=_PARAM,
+                )
+            if alias is not None:
+                return PresetVoice(alias if alias in presets() else self.settings.kokoro_default_voice)
+            return PresetVoice(spec)
+        return self.resolve(alias or spec, owner=owner, prompt_text=prompt_text, admin=admin)
 
     def resolve(
         self,

@@ -34,14 +34,14 @@ def _bare_engine(cfg: argparse.Namespace, text: str) -> tuple[Any, int]:
     from api.engines.base import PresetVoice, SynthesisOptions
     from api.engines.kokoro import KokoroEngine
     from api.settings import Settings
-    from api.text.split import split_text
+    from api.synthesis.service import split_for
 
     engine = KokoroEngine(
         Settings(num_threads=cfg.threads, allow_downloads=False, cache_dir=cfg.cache_dir / "server")
     )
     engine.load()
-    # the server plans a request as streaming (first sentence alone); do the same for the bare call
-    chunks = split_text(text, engine.max_chunk_chars, first_alone=True)
+    # the server's own planner, as for a streamed request (first sentence alone)
+    chunks = split_for(engine, text, streaming=True)
 
     def bare() -> float:
         t = time.perf_counter()
