@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import huggingface_hub.constants  # noqa: F401  (read its env-derived defaults now, before tests patch HF_*)
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
