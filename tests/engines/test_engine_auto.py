@@ -79,7 +79,10 @@ def test_without_torch_the_reason_is_given(kw: dict[str, object], p: RuntimeProb
     assert not choice.ok and choice.reason is not None and needle in choice.reason
 
 
-def test_engine_without_torch_prefers_downloadable_onnx(tmp_path: Path) -> None:
+def test_engine_without_torch_prefers_downloadable_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty HF cache, whatever this machine has
     s = settings(cache_dir=tmp_path, allow_downloads=True)
     engine = ZipVoiceEngine(s, "zipvoice_distill")
     engine.probe = probe(torch=False)
