@@ -107,54 +107,66 @@ def synth(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
 
-    from api.audio.decode import decode_audio
-    from api.audio.encode import encode_audio
-    from api.engines.base import ReferenceVoice, SynthesisOptions
-    from api.engines.zipvoice import VARIANTS, ZipVoiceEngine
+    import asyncio
+
+    from api.audio.encode import CONTENT_TYPES
+    from api.engines.registry import EngineRegistry
+    from api.engines.zipvoice import VARIANTS
     from api.errors import APIError
     from api.runtime_env import configure_process
     from api.synthesis.reference import ReferencePrep
-    from api.text.split import split_text
-    from api.voices.sources import audio_digest
+    from api.synthesis.request import SpeechJob
+    from api.synthesis.service import SpeechService
+    from api.voices.sources import VoiceResolver
 
     if args.model not in VARIANTS:
         parser.error(f"--model must be one of {', '.join(VARIANTS)}")
     fmt = args.out.suffix.lstrip(".").lower() or "wav"
-    updates: dict[str, object] = {"device": args.device, "num_threads": args.num_threads}
+    if fmt not in CONTENT_TYPES:
+        parser.error(f"--out must end in one of {', '.join('.' + f for f in CONTENT_TYPES)}")
+    # The prompt is read as a file+ voice under its own folder (the same safe reader as the server);
+    # the server's size limits on text and clip bytes do not apply to a local run.
+    prompt = args.prompt_wav.resolve()
+    base = load_settings("zipvoice-synth")
+    updates: dict[str, object] = {
+        "device": args.device,
+        "num_threads": args.num_threads,
+        "voice_file_root": prompt.parent,
+        "max_input_chars": max(base.max_input_chars, len(args.text)),
+        "max_voice_bytes": max(base.max_voice_bytes, prompt.stat().st_size if prompt.is_file() else 0),
+    }
     if args.model_dir:
         updates["zipvoice_model_dir"] = args.model_dir
     if args.vocoder_dir:
         updates["vocos_model_dir"] = args.vocoder_dir
-    settings = load_settings("zipvoice-synth").model_copy(update=updates)
+    settings = base.model_copy(update=updates)
+    configure_process(settings)  # torch threads/denormals: the CLI's settings, as the server does
+    service = SpeechService(
+        settings,
+        EngineRegistry(settings),
+        VoiceResolver(settings),
+        ReferencePrep(settings, _cli_transcriber(settings) if not args.prompt_text else None),
+    )
+    job = SpeechJob(
+        model=args.model,
+        text=args.text,
+        voice="file+" + prompt.name,
+        response_format=fmt,
+        speed=args.speed,
+        seed=args.seed,
+        num_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        prompt_text=args.prompt_text,
+        streaming=False,
+    )
     try:
-        samples, rate = decode_audio(args.prompt_wav.read_bytes(), max_seconds=settings.max_reference_seconds)
-        voice = ReferenceVoice(
-            samples,
-            rate,
-            args.prompt_text,
-            audio_digest(samples, rate),
-            "file",
-            transcript_source="given" if args.prompt_text else None,
-        )
-        configure_process(settings)  # torch threads/denormals: the CLI's settings, as the server does
-        engine = ZipVoiceEngine(settings, args.model)
-        engine.load()
-        voice = ReferencePrep(
-            settings, _cli_transcriber(settings) if not args.prompt_text else None
-        ).for_request(voice)
-        options = SynthesisOptions(
-            speed=args.speed, seed=args.seed, num_steps=args.num_steps, guidance_scale=args.guidance_scale
-        )
-        chunks = split_text(args.text, engine.max_chunk_chars)
-        pieces = [c.samples for c in engine.synthesize(chunks, voice, options)]
+        data, result = asyncio.run(service.synthesize(job))
     except APIError as exc:
         print(f"zipvoice-synth: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
-    import numpy as np
-
-    audio = np.concatenate(pieces, axis=-1)
-    args.out.write_bytes(encode_audio(audio, engine.sample_rate, fmt))
-    print(f"wrote {args.out} ({audio.shape[-1] / engine.sample_rate:.2f} s, {audio.shape[0]} channel(s))")
+    args.out.write_bytes(data)
+    audio = result.audio
+    print(f"wrote {args.out} ({audio.duration:.2f} s, {audio.channels} channel(s))")
 
 
 def _cli_transcriber(settings: Any) -> Any:

@@ -159,13 +159,14 @@ class SpeechService:
             chunks = self.stream(plan, on_chunk=self.metrics.chunks.labels(plan.backend).inc)
             stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
             first = await anext(chunks)
+            run = SpeechRun(self, job, plan, first, chunks, stack)
         except BaseException as exc:
             await stack.aclose()
             label = model_label(self.engines.resolve_model, job.model)  # never the client's string
             self.metrics.speech.labels(label, str(getattr(exc, "status_code", 500))).inc()
             raise
         self.metrics.ttfa.labels(plan.backend).observe(time.perf_counter() - started)
-        return SpeechRun(self, job, plan, first, chunks, stack)
+        return run
 
     async def collect(self, job: SpeechJob) -> SpeechResult:
         """The same path as :meth:`start`, the whole audio at once (a mid-stream error is raised)."""
