@@ -55,8 +55,10 @@ SYNTH = textwrap.dedent(
 )
 
 
-def _run(code: str, *argv: str) -> subprocess.CompletedProcess[str]:
+def _run(code: str, *argv: str, hf_cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if hf_cache is not None:  # an empty HF cache, whatever this machine has
+        env["HF_HUB_CACHE"] = str(hf_cache)
     return subprocess.run(
         [sys.executable, "-c", code, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
@@ -134,7 +136,7 @@ def test_dialog_variants_say_they_need_torch_when_it_is_missing(hub: Path, tmp_p
         print(json.dumps(out))
         """
     )
-    proc = _run(code, str(hub / "k2-fsa" / "ZipVoice"), str(tmp_path))
+    proc = _run(code, str(hub / "k2-fsa" / "ZipVoice"), str(tmp_path), hf_cache=tmp_path / "hf")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("zipvoice_dialog", "zipvoice_dialog_stereo"):
