@@ -16,7 +16,7 @@ import numpy as np
 import soxr
 
 from api.text.wer import align, normalize_words
-from api.transcribe.base import Segment, Word
+from api.timing import Segment, Word
 
 TARGET_SAMPLE_RATE = 24000
 TARGET_LOUDNESS_DBFS = -20.0

@@ -20,7 +20,6 @@ import numpy as np
 
 from api.errors import InvalidRequestError, ServiceUnavailableError
 from api.timing import Segment
-from api.timing import Word as Word  # re-export until api/audio/clip.py imports api.timing
 
 WHISPER_SAMPLE_RATE = 16000
 

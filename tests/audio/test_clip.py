@@ -23,7 +23,7 @@ from api.audio.clip import (
     trim_silence,
 )
 from api.text.wer import normalize_words, wer
-from api.transcribe.base import Segment, Word
+from api.timing import Segment, Word
 from api.transcribe.faster_whisper import FasterWhisperTranscriber, packaged_tiny_en
 
 TEXT = "The quick brown fox jumps over the lazy dog."
