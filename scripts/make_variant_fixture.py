@@ -183,6 +183,7 @@ def sample_case(out: Path, cases: dict[str, Any], name: str, models: dict[str, A
     import torch
 
     from api.zipvoice.audio_prep import FEAT_SCALE, TARGET_RMS, prepare_prompt, read_audio
+    from api.zipvoice.sampling import SamplerOptions
 
     model_name, texts, seed, steps, speed, t_shift, guidance = NEW_SAMPLE_CASES[name]
     model = models[model_name]
@@ -198,10 +199,7 @@ def sample_case(out: Path, cases: dict[str, Any], name: str, models: dict[str, A
         "prompt_tokens": [prompt_tokens] * batch,
         "prompt_features": prompt.features.repeat(batch, 1, 1),
         "prompt_features_lens": torch.full((batch,), frames),
-        "speed": speed,
-        "t_shift": t_shift,
-        "num_step": steps,
-        "guidance_scale": guidance,
+        "options": SamplerOptions(speed=speed, t_shift=t_shift, num_step=steps, guidance_scale=guidance),
     }
     with torch.inference_mode():
         text_cond, _ = model.forward_text_inference_ratio_duration(

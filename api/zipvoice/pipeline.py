@@ -32,6 +32,7 @@ from api.zipvoice.audio_prep import (
     Vocoder,
     remove_silence_np,
 )
+from api.zipvoice.sampling import SamplerOptions
 
 if TYPE_CHECKING:  # torch is imported where used: NumpyZipVoicePipeline runs without it
     import torch
@@ -272,6 +273,9 @@ class ZipVoicePipeline:
             else:
                 torch.manual_seed(seed)
 
+        options = SamplerOptions(
+            speed=speed, t_shift=t_shift, num_step=num_step, guidance_scale=guidance_scale
+        )
         wavs: list[Tensor] = []
         for batch in batches:
             n = len(batch)
@@ -281,11 +285,7 @@ class ZipVoicePipeline:
                     "prompt_tokens": prompt_ids * n,
                     "prompt_features": prompt_features.repeat(n, 1, 1),
                     "prompt_features_lens": torch.full((n,), prompt_features.shape[1], device=self.device),
-                    "speed": speed,
-                    "t_shift": t_shift,
-                    "duration": "predict",
-                    "num_step": num_step,
-                    "guidance_scale": guidance_scale,
+                    "options": options,
                 },
                 generator,
             )
@@ -452,6 +452,9 @@ class NumpyZipVoicePipeline:
         if not any(chunk_ids):
             raise ValueError("the text produced no tokens")
         rng = np.random.default_rng(seed)
+        options = SamplerOptions(
+            speed=speed, t_shift=t_shift, num_step=num_step, guidance_scale=guidance_scale
+        )
         wavs = []
         for ids in chunk_ids:
             if not ids:
@@ -460,11 +463,8 @@ class NumpyZipVoicePipeline:
                 ids,
                 prompt_ids,
                 prompt.features,
+                options,
                 rng=rng,
-                speed=speed,
-                t_shift=t_shift,
-                num_step=num_step,
-                guidance_scale=guidance_scale,
             )
             wavs.append(self._vocode(pred, prompt.rms))
         wav = cross_fade_concat_np(wavs)

@@ -231,7 +231,7 @@ def test_dialog_tokens_match_golden(
     assert calls[0]["tokens"] == [tokens]
     assert calls[0]["prompt_tokens"] == [prompt_tokens]
     assert calls[0]["prompt_features"].shape[-1] == feat_dim
-    assert calls[0]["guidance_scale"] == guidance
+    assert calls[0]["options"].guidance_scale == guidance
 
 
 def test_dialog_default_guidance_is_upstreams() -> None:

@@ -14,6 +14,7 @@ import torch
 from api.zipvoice.model.checkpoint import infer_variant, load_model, read_tokens
 from api.zipvoice.model.random_checkpoint import SIZES, write_random_checkpoint
 from api.zipvoice.model.zipvoice import VARIANTS, ModelConfig
+from api.zipvoice.sampling import SamplerOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,8 +152,7 @@ def test_script_writes_loadable_tiny_checkpoints(variant: str, tmp_path: Path) -
         [[1, 2, 3]],
         torch.randn(1, 12, feat),
         torch.tensor([12]),
-        num_step=2,
-        guidance_scale=1.0,
+        SamplerOptions(num_step=2, guidance_scale=1.0),
         generator=torch.Generator().manual_seed(0),
     )
     assert pred.shape == (1, int(lens[0]), feat) and int(lens[0]) == 16

@@ -17,6 +17,7 @@ from api.zipvoice.model.checkpoint import load_model
 from api.zipvoice.model.export import FlowMatchingStepModel, TextConditionModel
 from api.zipvoice.model.zipvoice import ZipVoice, ZipVoiceDialogStereo, ZipVoiceDistill
 from api.zipvoice.runtime.onnx_backend import graph_speed
+from api.zipvoice.sampling import SamplerOptions
 from tests.zipvoice import golden
 
 ATOL = 1e-4
@@ -43,10 +44,12 @@ def _inputs(g: dict[str, np.ndarray]) -> dict[str, Any]:
         "prompt_tokens": [g["prompt_tokens"].tolist()] * batch,
         "prompt_features": torch.from_numpy(g["prompt_features"]).repeat(batch, 1, 1),
         "prompt_features_lens": torch.from_numpy(g["prompt_features_lens"]),
-        "speed": float(g["speed"]),
-        "t_shift": float(g["t_shift"]),
-        "num_step": int(g["num_step"]),
-        "guidance_scale": float(g["guidance_scale"]),
+        "options": SamplerOptions(
+            speed=float(g["speed"]),
+            t_shift=float(g["t_shift"]),
+            num_step=int(g["num_step"]),
+            guidance_scale=float(g["guidance_scale"]),
+        ),
     }
 
 
@@ -134,7 +137,7 @@ def test_seeded_generator_reproduces_noise(
     assert spec["duration"] == "predict"
     generator = torch.Generator().manual_seed(int(spec["seed"]))
     model = _model(models, reference_dir, case)
-    pred, lens = model.sample(**_inputs(g), duration="predict", generator=generator)
+    pred, lens = model.sample(**_inputs(g), generator=generator)
     _close(pred, g["pred_features"], "pred_features")
     _close(lens, g["pred_features_lens"], "pred_features_lens")
 
@@ -149,7 +152,7 @@ def test_pluggable_step_function(case: str, reference_dir: Path, models: dict[st
     step_model = FlowMatchingStepModel(model)
     text = torch.from_numpy(g["text_condition"])
     speech = torch.from_numpy(g["speech_condition"])
-    scale = torch.tensor(inputs["guidance_scale"])
+    scale = torch.tensor(inputs["options"].guidance_scale)
 
     def step(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return step_model(t, x, text, speech, scale)

@@ -34,6 +34,7 @@ from api.zipvoice.runtime.onnx_backend import (
     load_onnx_model,
     predicted_frames,
 )
+from api.zipvoice.sampling import SamplerOptions
 from tests.zipvoice import golden
 
 # one checkpoint per architecture: plain, distilled (guidance input), two-stream stereo dialog
@@ -155,10 +156,7 @@ def test_full_sample_with_fixed_noise(
     total = predicted_frames(prompt_len, len(prompt_tokens[0]), len(tokens[0]), 1.0)
     x0 = torch.randn(1, total, onnx_model.feat_dim, generator=torch.Generator().manual_seed(3))
     kwargs: dict[str, Any] = {
-        "speed": 1.0,
-        "t_shift": 0.5,
-        "num_step": 4,
-        "guidance_scale": _guidance(reference_dir, variant),
+        "options": SamplerOptions(t_shift=0.5, num_step=4, guidance_scale=_guidance(reference_dir, variant)),
         "x0": x0,
     }
     expected, expected_lens = model.sample(
@@ -179,7 +177,7 @@ def test_seeded_noise_matches_torch(reference_dir: Path, exported: dict[str, Pat
     onnx_model = load_onnx_model(exported["zipvoice_distill"], "fp32", num_threads=1)
     tokens, prompt_tokens, prompt, prompt_len = _inputs(onnx_model, seed=4)
     guidance = _guidance(reference_dir, "zipvoice_distill")
-    kwargs: dict[str, Any] = {"t_shift": 0.5, "num_step": 2, "guidance_scale": guidance}
+    kwargs: dict[str, Any] = {"options": SamplerOptions(t_shift=0.5, num_step=2, guidance_scale=guidance)}
     a, _ = model.sample(
         tokens,
         prompt_tokens,
@@ -206,7 +204,7 @@ def test_batch_is_generated_item_by_item(reference_dir: Path, exported: dict[str
     gen = torch.Generator().manual_seed(0)
     pred, lens = onnx_model.sample(
         [tokens[0], short], prompt_tokens * 2, prompt.repeat(2, 1, 1), torch.tensor([prompt_len] * 2),
-        t_shift=0.5, num_step=2, guidance_scale=3.0, generator=gen,
+        SamplerOptions(t_shift=0.5, num_step=2, guidance_scale=3.0), generator=gen,
     )  # fmt: skip
     assert lens.tolist() == [
         predicted_frames(prompt_len, 17, 35, 1.0) - prompt_len,

@@ -19,6 +19,7 @@ from api.zipvoice.model.sampler import (
     guided_step,
 )
 from api.zipvoice.model.zipformer import TTSZipformer, TTSZipformerTwoStream
+from api.zipvoice.sampling import DEFAULT_OPTIONS, SamplerOptions
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,8 @@ class ZipVoice(nn.Module):
         prompt_tokens: Sequence[Sequence[int]],
         prompt_features: Tensor,
         prompt_features_lens: Tensor,
-        speed: float = 1.0,
-        t_shift: float = 1.0,
-        duration: str = "predict",
-        num_step: int = 5,
-        guidance_scale: float = 0.5,
+        options: SamplerOptions = DEFAULT_OPTIONS,
+        *,
         x0: Tensor | None = None,
         generator: torch.Generator | None = None,
         features_lens: Tensor | None = None,
@@ -278,11 +276,7 @@ class ZipVoice(nn.Module):
             prompt_tokens,
             prompt_features,
             prompt_features_lens,
-            speed=speed,
-            t_shift=t_shift,
-            duration=duration,
-            num_step=num_step,
-            guidance_scale=guidance_scale,
+            options,
             x0=x0,
             generator=generator,
             features_lens=features_lens,
@@ -296,11 +290,8 @@ class ZipVoice(nn.Module):
         prompt_tokens: Sequence[Sequence[int]],
         prompt_features: Tensor,
         prompt_features_lens: Tensor,
-        speed: float = 1.0,
-        t_shift: float = 1.0,
-        duration: str = "predict",
-        num_step: int = 5,
-        guidance_scale: float = 0.5,
+        options: SamplerOptions = DEFAULT_OPTIONS,
+        *,
         x0: Tensor | None = None,
         generator: torch.Generator | None = None,
         features_lens: Tensor | None = None,
@@ -315,6 +306,7 @@ class ZipVoice(nn.Module):
             raise ValueError("tokens and prompt_tokens must have the same batch size")
         prompt_features = prompt_features.to(device=self.device, dtype=self.dtype)
         prompt_features_lens = prompt_features_lens.to(self.device)
+        speed, duration = options.speed, options.duration
         if duration == "predict":
             text_condition, padding_mask = self.forward_text_inference_ratio_duration(
                 tokens, prompt_tokens, prompt_features_lens, speed
@@ -344,8 +336,11 @@ class ZipVoice(nn.Module):
         if step_fn is None:
             # Without any padding the mask is a no-op; dropping it skips the masking passes.
             decoder_mask = padding_mask if bool(padding_mask.any()) else None
-            step_fn = self.make_step_fn(text_condition, speech_condition, decoder_mask, guidance_scale)
-        timesteps = get_timesteps(num_step, float(t_shift), device=self.device)
+            step_fn = self.make_step_fn(
+                text_condition, speech_condition, decoder_mask, options.guidance_scale
+            )
+        num_step = options.num_step
+        timesteps = get_timesteps(num_step, float(options.t_shift), device=self.device)
         step_x: list[Tensor] = []
         step_v: list[Tensor] = []
         callback: StepCallback | None = None

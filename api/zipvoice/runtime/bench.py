@@ -29,6 +29,7 @@ def run_one(model_dir: Path, engine: str, steps: int, threads: int, repeats: int
 
     torch.set_num_threads(threads)
     from api.zipvoice.model.checkpoint import load_model, read_tokens
+    from api.zipvoice.sampling import SamplerOptions
 
     if engine == "torch":
         model: Any = load_model(model_dir)
@@ -45,13 +46,13 @@ def run_one(model_dir: Path, engine: str, steps: int, threads: int, repeats: int
     tokens = torch.randint(1, vocab, (1, 67), generator=gen).tolist()  # 67/40 x 3 s = 5 s
     prompt = torch.randn(1, prompt_frames, feat, generator=gen)
     guidance = 3.0 if "distill" in model_dir.name else 1.0
+    options = SamplerOptions(t_shift=0.5, num_step=steps, guidance_scale=guidance)
     times: list[float] = []
     out_frames = 0
     for _ in range(repeats + 1):  # first run warms up
         start = time.perf_counter()
         _pred, lens = model.sample(
-            tokens, prompt_tokens, prompt, torch.tensor([prompt_frames]), t_shift=0.5,
-            num_step=steps, guidance_scale=guidance, generator=gen,
+            tokens, prompt_tokens, prompt, torch.tensor([prompt_frames]), options, generator=gen,
         )  # fmt: skip
         times.append(time.perf_counter() - start)
         out_frames = int(lens[0])

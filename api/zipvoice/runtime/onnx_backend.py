@@ -45,6 +45,7 @@ from api.zipvoice.runtime.ort_numpy import (
     predicted_frames,
     resolve_threads,
 )
+from api.zipvoice.sampling import DEFAULT_OPTIONS, SamplerOptions
 
 __all__ = [
     "GraphZipVoice",
@@ -142,11 +143,8 @@ class GraphZipVoice:
         prompt_tokens: Sequence[Sequence[int]],
         prompt_features: Tensor,
         prompt_features_lens: Tensor,
-        speed: float = 1.0,
-        t_shift: float = 1.0,
-        duration: str = "predict",
-        num_step: int = 5,
-        guidance_scale: float = 0.5,
+        options: SamplerOptions = DEFAULT_OPTIONS,
+        *,
         x0: Tensor | None = None,
         generator: torch.Generator | None = None,
         features_lens: Tensor | None = None,
@@ -155,8 +153,7 @@ class GraphZipVoice:
         batch = len(tokens)
         if batch != len(prompt_tokens):
             raise ValueError("tokens and prompt_tokens must have the same batch size")
-        if duration not in ("predict", "real"):
-            raise ValueError(f"duration must be 'predict' or 'real', got {duration!r}")
+        speed, duration, num_step = options.speed, options.duration, options.num_step
         if duration == "real" and features_lens is None:
             raise ValueError('duration="real" needs features_lens')
         prompt_features = prompt_features.detach().to("cpu", torch.float32)
@@ -175,8 +172,8 @@ class GraphZipVoice:
         if tuple(x0.shape) != shape:
             raise ValueError(f"x0 must have shape {shape}, got {tuple(x0.shape)}")
         x0 = x0.detach().to("cpu", torch.float32)
-        timesteps = get_timesteps(num_step, float(t_shift))
-        g = float(guidance_scale)
+        timesteps = get_timesteps(num_step, float(options.t_shift))
+        g = float(options.guidance_scale)
 
         gen_lens = [total - plen for total, plen in zip(totals, plens, strict=True)]
         pred = torch.zeros(batch, max(max(gen_lens), 0), feat)

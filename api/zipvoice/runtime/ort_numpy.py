@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from api.zipvoice.sampling import SamplerOptions
+
 log = logging.getLogger(__name__)
 
 TEXT_ENCODER = "text_encoder"
@@ -227,14 +229,15 @@ class OnnxZipVoice:
         tokens: Sequence[int],
         prompt_tokens: Sequence[int],
         prompt_features: np.ndarray,
+        options: SamplerOptions,
         *,
         rng: np.random.Generator,
-        speed: float = 1.0,
-        t_shift: float = 0.5,
-        num_step: int = 16,
-        guidance_scale: float = 1.0,
     ) -> np.ndarray:
-        """Features ``(generated frames, F)`` for one chunk after a ``(prompt frames, F)`` prompt."""
+        """Features ``(generated frames, F)`` for one chunk after a ``(prompt frames, F)`` prompt
+        (``options.duration`` must be ``"predict"``: the frame count comes from the prompt)."""
+        if options.duration != "predict":
+            raise ValueError('the numpy sampler supports duration="predict" only')
+        speed = options.speed
         if not tokens or not prompt_tokens:
             raise ValueError("empty token sequence")
         if speed <= 0 or not math.isfinite(speed):
@@ -248,12 +251,12 @@ class OnnxZipVoice:
         speech_cond = np.zeros((1, total, feat), dtype=np.float32)
         speech_cond[0, :plen] = prompt_features[:total]
         x0 = rng.standard_normal((1, total, feat), dtype=np.float32)
-        g = float(guidance_scale)
+        g = float(options.guidance_scale)
 
         def step(t: np.float32, x: np.ndarray) -> np.ndarray:
             return self.decoder_step(t, x, text_cond, speech_cond, g)
 
-        x1 = euler_sample(step, x0, get_timesteps(num_step, t_shift))
+        x1 = euler_sample(step, x0, get_timesteps(options.num_step, options.t_shift))
         return np.ascontiguousarray(x1[0, plen:total])
 
 
