@@ -190,9 +190,49 @@ def export(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default: the model directory)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 files")
     parser.add_argument("--int8-only", action="store_true", help="keep only the int8 files")
+    parser.add_argument(
+        "--sherpa",
+        action="store_true",
+        help="also write vocos_24khz.onnx (mels -> mag, x, y) and lexicon.txt, so the output "
+        "folder is a complete sherpa-onnx ZipVoice model directory",
+    )
+    parser.add_argument(
+        "--vocos",
+        type=Path,
+        help="Vocos folder (config.yaml + pytorch_model.bin) for --sherpa "
+        "(default: VOCOS_MODEL_DIR or the HF cache of charactr/vocos-mel-24khz)",
+    )
+    parser.add_argument(
+        "--lexicon-text",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --sherpa: a UTF-8 text file whose words are added to lexicon.txt (repeatable; "
+        "sherpa-onnx skips words missing from its lexicon)",
+    )
+    parser.add_argument(
+        "--tokenizer", default="emilia", help="tokenizer spelling the lexicon words (default: emilia)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from api.zipvoice.onnx_export import export_onnx
+
+    vocos_dir: Path | None = args.vocos
+    if args.sherpa and vocos_dir is None:
+        from api.settings import Settings
+        from api.zipvoice.weights import local_vocos_dir
+
+        vocos_dir = local_vocos_dir(Settings())
+        if vocos_dir is None:
+            print("zipvoice-export: --sherpa needs a Vocos folder (--vocos DIR)", file=sys.stderr)
+            raise SystemExit(2)
+    texts: list[str] = []
+    for text_file in args.lexicon_text:
+        try:
+            texts.append(text_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"zipvoice-export: {text_file}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def progress(message: str) -> None:
         print(f"zipvoice-export: {message}", flush=True)
@@ -201,6 +241,13 @@ def export(argv: list[str] | None = None) -> None:
         result = export_onnx(
             args.model_dir, args.out, int8=not args.no_int8, fp32=not args.int8_only, progress=progress
         )
+        if args.sherpa and vocos_dir is not None:
+            from api.zipvoice.vocos_export import export_sherpa_extras
+
+            progress(f"sherpa-onnx files from {vocos_dir} ...")
+            result.files.update(
+                export_sherpa_extras(result.out_dir, vocos_dir, tokenizer_kind=args.tokenizer, texts=texts)
+            )
     except (FileNotFoundError, ValueError) as exc:
         print(f"zipvoice-export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
