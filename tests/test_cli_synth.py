@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import api.engines.zipvoice  # noqa: F401  (registers the real variants first; the test then replaces one)
 from api.cli import synth
 from api.engines import registry
 from api.engines.base import ReferenceVoice
@@ -18,7 +17,7 @@ from tests.synthesis.fakes import CHUNK_SAMPLES, FakeEngine, speechlike, wav_byt
 def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     fake = FakeEngine("zipvoice")
     monkeypatch.setitem(
-        registry._BUILTIN, "zipvoice", registry.EngineSpec("zipvoice", lambda _s: fake, "fake")
+        registry.ENGINES, "zipvoice", registry.EngineSpec("zipvoice", lambda _s: fake, "fake")
     )
     return fake
 

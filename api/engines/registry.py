@@ -1,12 +1,12 @@
 """Engine registry: backend names → engine factories; engines are built lazily, once.
 
-Factories are registered by name (``register_engine``); the built-in ones import their heavy
-modules only when first built, so a server without torch still starts and serves Kokoro.
+Every backend is a row of one static table, :data:`ENGINES` (name → factory → description). The
+factories import their engine's module only when first called, so a server without torch still
+starts and serves Kokoro, and no engine module imports this one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,37 +25,59 @@ class EngineSpec:
     description: str
 
 
-_BUILTIN: dict[str, EngineSpec] = {}
-
-
-def register_engine(name: str, factory: EngineFactory, description: str) -> None:
-    """Make a backend available under ``name`` (call at import time of the engine's module)."""
-    _BUILTIN[name] = EngineSpec(name, factory, description)
-
-
 def _kokoro(settings: Settings) -> SpeechEngine:
     from api.engines.kokoro import KokoroEngine
 
     return KokoroEngine(settings)
 
 
-register_engine("kokoro", _kokoro, "Kokoro-82M preset voices (ONNX Runtime)")
+def _zipvoice(variant: str) -> EngineFactory:
+    def build(settings: Settings) -> SpeechEngine:
+        from api.engines.zipvoice import ZipVoiceEngine
+
+        return ZipVoiceEngine(settings, variant)
+
+    return build
 
 
-def _register_optional() -> None:
-    # ZipVoice backends register themselves when their package is present.
-    with contextlib.suppress(ImportError):
-        import api.engines.zipvoice  # noqa: F401
+_NO_ONNX = "; no official ONNX files: runs on PyTorch (the torch extra)"
+
+#: every backend, in the order ``/v1/models`` lists them
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec("kokoro", _kokoro, "Kokoro-82M preset voices (ONNX Runtime)"),
+        EngineSpec(
+            "zipvoice", _zipvoice("zipvoice"), "ZipVoice zero-shot voice cloning (flow matching, 16 steps)"
+        ),
+        EngineSpec(
+            "zipvoice_distill",
+            _zipvoice("zipvoice_distill"),
+            "ZipVoice-Distill: faster zero-shot voice cloning (8 steps)",
+        ),
+        EngineSpec(
+            "zipvoice_dialog",
+            _zipvoice("zipvoice_dialog"),
+            "ZipVoice-Dialog: two-speaker dialog ([S1]/[S2] turns), mono" + _NO_ONNX,
+        ),
+        EngineSpec(
+            "zipvoice_dialog_stereo",
+            _zipvoice("zipvoice_dialog_stereo"),
+            "ZipVoice-Dialog-Stereo: two-speaker dialog, one speaker per channel" + _NO_ONNX,
+        ),
+    )
+}
 
 
 class EngineRegistry:
     """Per-app registry: owns the engine instances (state lives on ``app.state``)."""
 
     def __init__(self, settings: Settings, specs: dict[str, EngineSpec] | None = None) -> None:
-        _register_optional()
         self._settings = settings
-        self._specs = dict(specs if specs is not None else _BUILTIN)
+        self._specs = dict(specs if specs is not None else ENGINES)
         self._engines: dict[str, SpeechEngine] = {}
+        #: backends whose ``load()`` has returned: ``loaded`` hands them out without re-probing
+        self._loaded: set[str] = set()
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -99,10 +121,17 @@ class EngineRegistry:
             return Availability(False, exc.message)
 
     def loaded(self, name: str) -> SpeechEngine:
-        """The engine, loaded (blocking; call off the event loop)."""
+        """The engine, loaded (blocking; call off the event loop).
+
+        Availability (package, file and device probes) is checked until the engine has loaded;
+        after that the loaded engine is returned as is.
+        """
         engine = self.get(name)
+        if name in self._loaded:
+            return engine
         avail = engine.availability()
         if not avail.ok:
             raise ServiceUnavailableError(f"Backend '{name}' is unavailable: {avail.reason}.", param="model")
         engine.load()
+        self._loaded.add(name)
         return engine

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,11 +27,18 @@ from api.engines.base import (
     SynthesisOptions,
     Voice,
 )
-from api.engines.registry import register_engine
 from api.errors import InvalidRequestError, ServiceUnavailableError
+from api.loading import LoadOnce
 from api.lru import LRUCache
 from api.runtime_env import torch_imported
 from api.settings import Settings
+from api.zipvoice.runtime.select import (
+    EngineChoice,
+    RuntimeProbe,
+    ensure_onnx,
+    find_onnx_dir,
+    variant_choice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,204 +73,6 @@ PRIORITY_PROFILES: dict[str, dict[Priority, PriorityProfile]] = {
         "quality": PriorityProfile(8, 3.0, rank=1),
     },
 }
-DESCRIPTIONS = {
-    "zipvoice": "ZipVoice zero-shot voice cloning (flow matching, 16 steps)",
-    "zipvoice_distill": "ZipVoice-Distill: faster zero-shot voice cloning (8 steps)",
-    "zipvoice_dialog": "ZipVoice-Dialog: two-speaker dialog ([S1]/[S2] turns), mono"
-    "; no official ONNX files: runs on PyTorch (the torch extra)",
-    "zipvoice_dialog_stereo": "ZipVoice-Dialog-Stereo: two-speaker dialog, one speaker per channel"
-    "; no official ONNX files: runs on PyTorch (the torch extra)",
-}
-
-
-ENGINE_KINDS = ("torch", "onnx", "trt")
-
-
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def _cuda_available() -> bool:
-    """A CUDA device usable by torch (``False`` without torch)."""
-    if not _has("torch"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _ort_cuda_available() -> bool:
-    """onnxruntime has the CUDA execution provider (the ``onnxruntime-gpu`` wheel)."""
-    if not _has("onnxruntime"):
-        return False
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-@dataclass(frozen=True)
-class RuntimeProbe:
-    """What this machine has; a seam so that tests can fake "GPU present" / "tensorrt present"."""
-
-    cuda: Callable[[], bool] = _cuda_available
-    tensorrt: Callable[[], bool] = lambda: _has("tensorrt")
-    onnxruntime: Callable[[], bool] = lambda: _has("onnxruntime")
-    onnx: Callable[[], bool] = lambda: _has("onnx")  # needed to export ONNX from the checkpoint
-    torch: Callable[[], bool] = lambda: _has("torch")
-    ort_cuda: Callable[[], bool] = _ort_cuda_available
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """How a variant runs: ``kind`` torch|onnx|trt on ``device``; ``reason`` set when it cannot."""
-
-    kind: str
-    device: str
-    precision: str = "fp32"
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
-
-    @property
-    def label(self) -> str:
-        if self.kind == "onnx":
-            return f"onnx-{self.precision} ({self.device})"
-        if self.kind == "trt":
-            return "tensorrt-fp16 (cuda)"
-        return f"torch ({self.device})"
-
-
-def choose_engine(
-    settings: Settings,
-    onnx_ready: bool,
-    probe: RuntimeProbe | None = None,
-    onnx_fetchable: bool = False,
-) -> EngineChoice:
-    """Pick the runtime from ``ENGINE``/``DEVICE`` and what is installed.
-
-    ``onnx_ready``: ONNX files exist for the variant (official layout, beside the checkpoint or in
-    the export cache). ``onnx_fetchable``: the variant has official ONNX files on the hub and
-    downloads are allowed. Without either, an explicit ``onnx``/``trt`` engine exports the
-    checkpoint once into ``<cache_dir>/onnx/<variant>/<checkpoint digest>/`` (needs torch + onnx).
-
-    ``auto``: TensorRT on a GPU when ``tensorrt`` is installed (engines are built from the ONNX,
-    exported if needed); else PyTorch on CUDA; else ONNX when the files exist or can be
-    downloaded (CUDA provider in fp32 where onnxruntime has it and ``DEVICE`` allows, else CPU
-    with ``ONNX_PRECISION``, int8 by default; ``auto`` never starts a minutes-long export by
-    itself); else PyTorch on CPU. Without torch, ONNX is chosen when it can run at all.
-    An engine that cannot run gives a choice with ``reason`` set (availability false).
-    """
-    probe = probe or RuntimeProbe()
-    precision = settings.onnx_precision
-    want_gpu = settings.device != "cpu"
-    have_torch = probe.torch()
-    gpu = want_gpu and have_torch and probe.cuda()
-    cuda_device = settings.device if settings.device.startswith("cuda") else "cuda"
-    have_ort = probe.onnxruntime()
-    onnx_ok = onnx_ready or (have_torch and probe.onnx())
-    engine = settings.engine
-    no_torch = "torch is not installed (install the 'torch' extra)"
-    if engine == "auto":
-        if gpu and probe.tensorrt() and have_ort and onnx_ok:
-            return EngineChoice("trt", cuda_device, "fp16")
-        if gpu:
-            return EngineChoice("torch", cuda_device)
-        if have_ort and (onnx_ready or onnx_fetchable) and precision in ("fp32", "int8"):
-            if want_gpu and probe.ort_cuda():
-                return EngineChoice("onnx", cuda_device, "fp32")
-            return EngineChoice("onnx", "cpu", precision)
-        if have_torch:
-            return EngineChoice("torch", "cpu")
-        return EngineChoice(
-            "torch",
-            "cpu",
-            reason=f"no ONNX files for this variant and {no_torch}"
-            if have_ort
-            else "neither onnxruntime nor torch is installed",
-        )
-    if engine == "torch":
-        if not have_torch:
-            return EngineChoice("torch", "cpu", reason=f"ENGINE=torch: {no_torch}")
-        return EngineChoice("torch", torch_device(settings.device))
-    no_files = (
-        "no ONNX files beside the checkpoint and the 'onnx' package (needed to export them) is not "
-        "installed; run zipvoice-export or install onnx"
-    )
-    if engine == "onnx":
-        ort_gpu = want_gpu and (gpu or probe.ort_cuda())
-        device = cuda_device if ort_gpu else "cpu"
-        if precision not in ("fp32", "int8"):
-            return EngineChoice(
-                "onnx", device, precision, f"ONNX_PRECISION must be fp32 or int8, not {precision!r}"
-            )
-        if not have_ort:
-            return EngineChoice("onnx", device, precision, "ENGINE=onnx needs the 'onnxruntime' package")
-        if not (onnx_ok or onnx_fetchable):
-            return EngineChoice("onnx", device, precision, f"ENGINE=onnx: {no_files}")
-        return EngineChoice("onnx", device, precision)
-    # trt
-    if not have_torch:
-        return EngineChoice("trt", cuda_device, "fp16", f"ENGINE=trt: {no_torch}")
-    if not want_gpu:
-        return EngineChoice("trt", "cpu", "fp16", "ENGINE=trt needs a GPU but DEVICE=cpu")
-    if not probe.tensorrt():
-        return EngineChoice(
-            "trt", cuda_device, "fp16", "ENGINE=trt needs the 'tensorrt' package (not installed)"
-        )
-    if not gpu:
-        return EngineChoice(
-            "trt", cuda_device, "fp16", "ENGINE=trt needs an NVIDIA GPU (no CUDA device found)"
-        )
-    if not have_ort:
-        return EngineChoice("trt", cuda_device, "fp16", "ENGINE=trt needs 'onnxruntime' (text encoder)")
-    if not onnx_ok:
-        return EngineChoice("trt", cuda_device, "fp16", f"ENGINE=trt: {no_files}")
-    return EngineChoice("trt", cuda_device, "fp16")
-
-
-def onnx_dir_for(settings: Settings, variant: str, model_dir: Path | None, precision: str) -> Path | None:
-    """Where this variant's ONNX files of ``precision`` are: beside the checkpoint, else the export
-    cache for the checkpoint's digest. ``None`` when neither has them."""
-    from api.zipvoice.runtime.ort_numpy import onnx_files
-
-    if model_dir is None:
-        return None
-    if onnx_files(model_dir, precision) is not None:
-        return model_dir
-    if not _has("torch"):  # the export cache is keyed by the checkpoint: a torch-side feature
-        return None
-    from api.zipvoice.onnx_export import checkpoint_digest
-
-    try:
-        cached = settings.cache_dir / "onnx" / variant / checkpoint_digest(model_dir)
-    except FileNotFoundError:
-        return None
-    return cached if onnx_files(cached, precision) is not None else None
-
-
-def ensure_onnx(settings: Settings, variant: str, model_dir: Path, precision: str) -> Path:
-    """ONNX files for ``precision`` (exporting into the cache the first time)."""
-    from api.zipvoice.onnx_export import checkpoint_digest, export_onnx
-
-    found = onnx_dir_for(settings, variant, model_dir, precision)
-    if found is not None:
-        return found
-    out = settings.cache_dir / "onnx" / variant / checkpoint_digest(model_dir)
-    log.info("exporting %s to ONNX in %s (once; takes a few minutes for full-size models)", variant, out)
-    export_onnx(model_dir, out, int8=True, progress=log.info)
-    return out
-
-
-def torch_device(setting: str) -> str:
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
-
-
 #: prepared prompts keyed by ``<clip digest>:<channels>`` (kept as a name for callers and tests)
 PromptCache = LRUCache
 
@@ -283,8 +91,7 @@ class ZipVoiceEngine:
         self.max_chunk_chars = 300
         self.whole_text = self.defaults.dialog
         self._settings = settings
-        self._lock = threading.Lock()
-        self._pipeline: Any = None
+        self._loader: LoadOnce[Any] = LoadOnce(self._build)
         self.prompts: LRUCache[str, Any] = LRUCache(settings.prompt_cache_size)
         self.probe = RuntimeProbe()
         #: the runtime in use once loaded, e.g. ``onnx-int8 (cpu)``
@@ -338,55 +145,33 @@ class ZipVoiceEngine:
         return Availability(ok, reason)
 
     def _onnx_dir(self, precision: str) -> Path | None:
-        """Existing ONNX files for ``precision``: an official-layout variant folder, else the
-        export beside / for the local checkpoint."""
-        from api.zipvoice.weights import local_model_dir, local_onnx_dir
-
-        found = local_onnx_dir(self._settings, self.variant, precision)
-        if found is not None:
-            return found
-        return onnx_dir_for(
-            self._settings, self.variant, local_model_dir(self._settings, self.variant), precision
-        )
+        """Existing ONNX files for ``precision`` (see :func:`find_onnx_dir`)."""
+        return find_onnx_dir(self._settings, self.variant, precision)
 
     def engine_choice(self) -> EngineChoice:
         """The runtime this variant uses (or why the requested one cannot run)."""
-        s = self._settings
-        precision = "fp32" if s.engine == "trt" else s.onnx_precision
-        ready = self._onnx_dir(precision) is not None
-        fetchable = self.official_onnx and s.allow_downloads and s.zipvoice_model_dir is None
-        choice = choose_engine(s, ready, self.probe, onnx_fetchable=fetchable)
-        # auto on the CUDA provider wants fp32: only if those files exist or can be fetched
-        if (
-            choice.ok
-            and choice.kind == "onnx"
-            and choice.precision != precision
-            and s.engine == "auto"
-            and self._onnx_dir(choice.precision) is None
-            and not fetchable
-        ):
-            choice = EngineChoice("onnx", "cpu", precision)
-        return choice
+        return variant_choice(self._settings, self.variant, self.probe, self.official_onnx)
+
+    @property
+    def _pipeline(self) -> Any:
+        """The loaded pipeline (``None`` before :meth:`load`)."""
+        return self._loader.get() if self._loader.loaded else None
 
     def load(self) -> None:
-        if self._pipeline is not None:
-            return
-        with self._lock:
-            if self._pipeline is not None:
-                return
-            avail = self.availability()
-            if not avail.ok:
-                raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {avail.reason}.")
-            choice = self.engine_choice()
-            if not choice.ok:
-                raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {choice.reason}.")
-            if self._uses_array_pipeline(choice):
-                self._load_array(choice)
-            else:
-                self._load_torch(choice)
-            self.runtime = choice.label
+        self._loader.get()
 
-    def _load_array(self, choice: EngineChoice) -> None:
+    def _build(self) -> Any:
+        avail = self.availability()
+        if not avail.ok:
+            raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {avail.reason}.")
+        choice = self.engine_choice()
+        if not choice.ok:
+            raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {choice.reason}.")
+        pipeline = self._load_array(choice) if self._uses_array_pipeline(choice) else self._load_torch(choice)
+        self.runtime = choice.label
+        return pipeline
+
+    def _load_array(self, choice: EngineChoice) -> Any:
         """The torch-free path: ONNX Runtime sessions, numpy features, sampler and vocoder."""
         from api.zipvoice.pipeline import NumpyZipVoicePipeline
         from api.zipvoice.runtime.array_frontend import load_array_frontend
@@ -420,10 +205,10 @@ class ZipVoiceEngine:
         model = load_onnx_dir(onnx_dir, choice.precision, num_threads=s.num_threads, device=choice.device)
         tokenizer = get_tokenizer(self.defaults.tokenizer, tokens)
         extractor, vocoder, frontend = load_array_frontend(vocos_dir)
-        self._pipeline = NumpyZipVoicePipeline(model, tokenizer, vocoder, extractor)
         log.info("%s loaded (%s, %s front-end) from %s", self.variant, choice.label, frontend, onnx_dir)
+        return NumpyZipVoicePipeline(model, tokenizer, vocoder, extractor)
 
-    def _load_torch(self, choice: EngineChoice) -> None:
+    def _load_torch(self, choice: EngineChoice) -> Any:
         import torch  # noqa: F401  (imported before torch_imported() applies the app's settings)
 
         from api.zipvoice.pipeline import ZipVoicePipeline
@@ -443,15 +228,12 @@ class ZipVoiceEngine:
         device = choice.device if choice.kind == "torch" else "cpu"
         tokenizer = get_tokenizer(self.defaults.tokenizer, model_dir / "tokens.txt")
         vocoder = load_vocos(vocos_dir, device=device)
+        log.info("%s loaded (%s) from %s", self.variant, choice.label, model_dir)
         if self.defaults.dialog:
             from api.zipvoice.dialog import DialogPipeline
 
-            self._pipeline = DialogPipeline(
-                model, tokenizer, vocoder, num_channels=self.channels, device=device
-            )
-        else:
-            self._pipeline = ZipVoicePipeline(model, tokenizer, vocoder, device=device)
-        log.info("%s loaded (%s) from %s", self.variant, choice.label, model_dir)
+            return DialogPipeline(model, tokenizer, vocoder, num_channels=self.channels, device=device)
+        return ZipVoicePipeline(model, tokenizer, vocoder, device=device)
 
     def _load_model(self, choice: EngineChoice, model_dir: Path, device: str) -> Any:
         """The object whose ``sample(...)`` the pipeline calls: the torch model or a graph runtime."""
@@ -559,14 +341,3 @@ class ZipVoiceEngine:
             if wav.ndim == 1:
                 wav = wav[None, :]
             yield AudioChunk(wav, int(result.sampling_rate))
-
-
-def _factory(variant: str) -> Any:
-    def build(settings: Settings) -> ZipVoiceEngine:
-        return ZipVoiceEngine(settings, variant)
-
-    return build
-
-
-for _variant in VARIANTS:
-    register_engine(_variant, _factory(_variant), DESCRIPTIONS[_variant])

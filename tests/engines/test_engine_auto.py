@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from api.engines.zipvoice import EngineChoice, RuntimeProbe, ZipVoiceEngine, choose_engine
+from api.engines.zipvoice import ZipVoiceEngine
 from api.settings import Settings
+from api.zipvoice.runtime.select import EngineChoice, RuntimeProbe, choose_engine
 
 
 def probe(

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.engines.zipvoice import EngineChoice, RuntimeProbe, ZipVoiceEngine, choose_engine
+from api.engines.zipvoice import ZipVoiceEngine
 from api.errors import ServiceUnavailableError
 from api.settings import Settings
+from api.zipvoice.runtime.select import EngineChoice, RuntimeProbe, choose_engine
 
 
 def probe(cuda: bool = False, trt: bool = False, ort: bool = True, onnx: bool = True) -> RuntimeProbe:

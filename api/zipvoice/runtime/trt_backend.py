@@ -17,7 +17,6 @@ others) gives a new name, so the engine is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from api.assets import sha256_file
 from api.zipvoice.onnx_export import FM_INPUTS
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,12 @@ def max_frames(max_chunk_seconds: float, dialog: bool = False) -> int:
     return math.ceil(seconds * FRAMES_PER_SECOND * FRAME_MARGIN)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def engine_path(
     cache_dir: Path, variant: str, onnx_path: Path, frames: int, trt_version: str, gpu: str
 ) -> Path:
     """Cache file for an engine; every input of the build is in the name."""
     gpu_tag = "".join(c if c.isalnum() else "-" for c in gpu).strip("-").lower()
-    name = f"fm_decoder-{file_sha256(onnx_path)[:16]}-T{frames}-trt{trt_version}-{gpu_tag}.plan"
+    name = f"fm_decoder-{sha256_file(onnx_path)[:16]}-T{frames}-trt{trt_version}-{gpu_tag}.plan"
     return cache_dir / "tensorrt" / variant / name
 
 
