@@ -213,7 +213,7 @@ class SpeechService:
             guidance_scale=rec.guidance_scale if job.guidance_scale is None else job.guidance_scale,
         )
 
-    def resolve_voice(self, job: SpeechJob, engine: SpeechEngine) -> Voice:
+    def voice_for(self, job: SpeechJob, engine: SpeechEngine) -> Voice:
         """The job's voice for ``engine`` (blocking): the resolver decides what the string is; ad-hoc
         reference clips are then prepared (clean-up, transcript)."""
         voice = self.resolver.for_engine(
@@ -236,7 +236,7 @@ class SpeechService:
         self.check_input(job.text)
         backend = self.engines.resolve_model(job.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
-        resolve = functools.partial(self.resolve_voice, job, engine)
+        resolve = functools.partial(self.voice_for, job, engine)
         if engine.voice_kind == "preset":
             voice = await asyncio.to_thread(resolve)
         else:

@@ -115,7 +115,7 @@ def _fit_repeats(spec: dict[str, Any], projected: float, elapsed: float) -> int:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: load one engine, warm up, time ``repeats`` syntheses, report RSS."""
     from api.engines.base import SynthesisOptions
-    from api.text.split import split_text
+    from api.synthesis.service import split_for
 
     t_start = time.perf_counter()
     engine, voice, steps = _worker_engine(spec, _worker_settings(spec))
@@ -125,7 +125,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     rss_loaded = rss_now_mb()
     text = spec["text"]
-    chunks = split_text(text, engine.max_chunk_chars)
+    chunks = split_for(engine, text, streaming=False)  # the server's planner, for a whole file
 
     def run(options: SynthesisOptions) -> tuple[float, float]:
         t = time.perf_counter()
