@@ -17,9 +17,9 @@ from api.errors import install_error_handlers
 from api.limits.middleware import RateLimitMiddleware
 from api.metrics import MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
-from api.openapi import install_openapi
 from api.replica import ReplicaIdMiddleware
 from api.routes import analysis, models, ops, speech, usage, voices
+from api.routes.openapi import install_openapi
 from api.routes.web import mount_web
 from api.runtime_env import configure_process
 from api.schemas.common import apply_transcript_limit

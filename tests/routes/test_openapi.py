@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.openapi import ENVELOPE, ROUTE_ERRORS, TRANSCRIPT_PATTERN
+from api.routes.openapi import ENVELOPE, ROUTE_ERRORS, TRANSCRIPT_PATTERN
 from api.settings import Settings
 
 
@@ -42,7 +42,7 @@ def test_envelope_component(spec: dict[str, Any]) -> None:
 
 def test_every_route_is_in_the_table(spec: dict[str, Any]) -> None:
     documented = {(m, p) for m, p, _ in _operations(spec)}
-    assert documented - set(ROUTE_ERRORS) == set(), "add new routes to api.openapi.ROUTE_ERRORS"
+    assert documented - set(ROUTE_ERRORS) == set(), "add new routes to api.routes.openapi.ROUTE_ERRORS"
 
 
 def test_error_responses_use_the_envelope(spec: dict[str, Any]) -> None:
@@ -103,7 +103,7 @@ def test_upload_bodies_are_multipart_audio_or_json(spec: dict[str, Any], path: s
 
 
 def test_voice_name_pattern_matches_the_store() -> None:
-    from api.openapi import _VOICE_NAME
+    from api.routes.openapi import _VOICE_NAME
     from api.voices.store import validate_name
 
     pattern = re.compile(_VOICE_NAME["pattern"])
