@@ -36,7 +36,20 @@ def test_section_registry_and_cli() -> None:
     from bench.harness import sections
 
     found = sections()
-    assert list(found) == ["engine", "server", "streaming", "voice_reuse", "concurrency", "transcription"]
+    expected = [
+        "engine",
+        "torch_free",
+        "peers",
+        "server",
+        "streaming",
+        "voice_reuse",
+        "concurrency",
+        "transcription",
+        "ray_serve",
+    ]
+    # peers is another section's module (present once it lands)
+    on_disk = [n for n in expected if (REPO_ROOT / "scripts" / "bench" / f"{n}.py").is_file()]
+    assert list(found) == on_disk and set(on_disk) >= set(expected) - {"peers"}
     assert all(s.title and s.note and callable(s.run) and callable(s.render) for s in found.values())
     quick = parse_args(["--quick"])
     assert quick.sections == list(found)
@@ -168,3 +181,49 @@ def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert md2.read_text() == text
+
+
+@pytest.mark.slow
+def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
+    """Torch-free section, --quick (tiny checkpoints, 2 steps): one process without torch (a venv made
+    by ``uv sync --frozen --no-dev``) and one with it, interleaved; cold start through the real server."""
+    import shutil
+
+    if shutil.which("uv") is None:
+        pytest.skip("uv is needed to make the torch-free venv")
+    md, js = tmp_path / "t.md", tmp_path / "t.json"
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "bench.py"),
+        "torch_free",
+        "--quick",
+        "--torch-free-variants",
+        "zipvoice_distill",
+        "--torch-free-configs",
+        "int8,int8-torch",
+        "--repeats",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--md",
+        str(md),
+        "--json",
+        str(js),
+    ]
+    env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(js.read_text())["sections"]["torch_free"]
+    assert res["torch_free_mode"] == "venv"
+    free, dev = res["rows"]
+    assert (free["config"], dev["config"]) == ("onnx-int8 torch-free", "onnx-int8 torch importable")
+    for row in (free, dev):
+        assert row["status"] == "ok", row["status"]
+        assert row["repeats"] == 2 and row["rtf"]["n"] == 2 and row["audio_s"] > 0
+        assert row["runtime"] == "onnx-int8 (cpu)" and row["peak_rss_mb"] > 0
+        cold = row["cold"]
+        assert "error" not in cold, cold
+        assert 0 < cold["listening_s"] < cold["first_audio_s"] <= cold["total_s"] and cold["audio_s"] > 0
+    assert free["torch_loaded"] is False  # the torch-free process really ran without torch
+    text = md.read_text()
+    assert "## Torch-free" in text and "onnx-int8 torch-free | not installed" in text
