@@ -36,6 +36,7 @@ def speech_job(body: SpeechRequest, owner: str, admin: bool) -> SpeechJob:
         t_shift=body.t_shift,
         priority=body.priority,
         prompt_text=body.prompt_text,
+        input_format=body.input_format,
         owner=owner,
         admin=admin,
     )

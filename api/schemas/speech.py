@@ -65,6 +65,13 @@ class SpeechRequest(BaseModel):
     )
     t_shift: float | None = Field(default=None, gt=0.0, le=1.0, description="Sampler time shift (ZipVoice).")
 
+    input_format: Literal["text", "ssml"] | None = Field(
+        default=None,
+        description=(
+            "`text` or `ssml` (an SSML subset: break, p, s, prosody rate, emphasis, say-as, sub, voice); "
+            "default: SSML when `input` starts with `<speak`. `MAX_INPUT_CHARS` limits the spoken text."
+        ),
+    )
     priority: Literal["speed", "balanced", "quality"] | None = Field(
         default=None,
         description="ZipVoice only: pick model, steps and guidance for speed, balance or quality (see /v1/audio/tune).",

@@ -8,6 +8,7 @@ nothing of HTTP (``synthesis/`` never imports ``api/schemas/``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from api.engines.base import Priority
 
@@ -39,3 +40,5 @@ class SpeechJob:
     admin: bool = False
     #: streamed (the first clause is synthesized alone, for a quick first chunk) or whole
     streaming: bool = True
+    #: ``text`` is plain text or SSML (:mod:`api.text.ssml`); ``None``: SSML when it starts with ``<speak``
+    input_format: Literal["text", "ssml"] | None = None

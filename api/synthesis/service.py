@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from api.audio.clip import resample
 from api.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
 from api.auth import DEFAULT_NAMESPACE
 from api.engines.base import AudioChunk, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
@@ -38,6 +38,7 @@ from api.synthesis.reference import ReferencePrep
 from api.synthesis.request import SpeechJob
 from api.synthesis.tuning import RTFTracker, recommend
 from api.text.split import split_text
+from api.text.ssml import Break, Speech, SSMLDocument, is_ssml, parse_ssml
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,35 @@ class VoiceResolverLike(Protocol):
 
 @dataclass(frozen=True)
 class PreparedVoice:
-    """A request's backend (loaded) and its voice, ready for the engine."""
+    """A request's backend (loaded) and its voice, ready for the engine; ``voices``: the other
+    voices an SSML request switches to with ``<voice name>`` (by name)."""
 
     backend: str
     engine: SpeechEngine
     voice: Voice
+    voices: dict[str, Voice] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One engine call of a plan: text chunks spoken with one voice and options; ``span`` is the
+    SSML span it came from (its offsets in ``input``)."""
+
+    chunks: list[str]
+    voice: Voice
+    options: SynthesisOptions
+    span: Speech | None = None
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Exact silence (an SSML ``<break>``, ``<p>``/``<s>`` boundary or emphasis pause)."""
+
+    seconds: float
+    span: Break | None = None
+
+    def samples(self, sample_rate: int) -> int:
+        return round(self.seconds * sample_rate)
 
 
 @dataclass
@@ -76,6 +101,10 @@ class SpeechPlan:
     options: SynthesisOptions
     response_format: str
     input_chars: int
+    #: the engine calls and silences in output order (SSML); ``None``: one call with ``chunks``
+    segments: list[Segment | Silence] | None = None
+    #: SSML warnings (the ``X-SSML-Warnings`` header)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,22 @@ def split_for(engine: SpeechEngine, text: str, *, streaming: bool) -> list[str]:
     if engine.whole_text:
         return [text]
     return split_text(text, engine.max_chunk_chars, first_alone=streaming)
+
+
+def clamp_speed(speed: float) -> float:
+    return min(4.0, max(0.25, speed))
+
+
+def conform(chunk: AudioChunk, sample_rate: int, channels: int) -> AudioChunk:
+    """``chunk`` at ``sample_rate`` with ``channels`` (blocking): one output format across the
+    spans of a request whatever voice spoke them."""
+    x = chunk.samples
+    if chunk.sample_rate != sample_rate:
+        x = np.stack([resample(c, chunk.sample_rate, sample_rate) for c in x])
+    if x.shape[0] != channels:
+        mono = x.mean(axis=0, dtype=np.float32, keepdims=True)
+        x = np.repeat(mono, channels, axis=0)
+    return AudioChunk(np.asarray(x, dtype=np.float32), sample_rate)
 
 
 def usage_of(input_chars: int, seconds: float) -> dict[str, int]:
@@ -147,15 +192,16 @@ class SpeechService:
         started = time.perf_counter()
         stack = AsyncExitStack()
         try:
-            self.check_input(job.text)  # a bad input gets its 400 at once, not after a wait for a slot
+            # a bad input gets its 400 at once, not after a wait for a slot
+            doc = await self.parse(job)
             if self.limits is not None:
                 await self.limits.check_quota(job.owner or DEFAULT_NAMESPACE)
             job = await self.apply_priority(job)
             # The voice first, under a reference slot (a slow url+ fetch or a Whisper pass must not
             # hold a synthesis slot); then the synthesis slot.
-            prepared = await self.prepare_voice(job)
+            prepared = await self.prepare_voice(job, doc)
             await stack.enter_async_context(self.limiter.slot())
-            plan = await self.plan(job, prepared)
+            plan = await self.plan(job, prepared, doc)
             chunks = self.stream(plan, on_chunk=self.metrics.chunks.labels(plan.backend).inc)
             stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
             first = await anext(chunks)
@@ -185,6 +231,23 @@ class SpeechService:
         return data, result
 
     # -- the steps ----------------------------------------------------------------------------
+    @staticmethod
+    def is_ssml(job: SpeechJob) -> bool:
+        return job.input_format == "ssml" or (job.input_format is None and is_ssml(job.text))
+
+    async def parse(self, job: SpeechJob) -> SSMLDocument | None:
+        """Check the input; SSML is parsed (hardened, off the loop) and its spoken text limited
+        by ``MAX_INPUT_CHARS`` (the markup by four times that)."""
+        if not self.is_ssml(job):
+            self.check_input(job.text)
+            return None
+        limit = self.settings.max_input_chars
+        doc = await asyncio.to_thread(parse_ssml, job.text, max_chars=4 * limit, lang=job.lang)
+        doc.check_spoken_chars(limit)
+        if not doc.speech:
+            raise InvalidRequestError("'input' has no text to speak.", param="input", code="empty_input")
+        return doc
+
     def check_input(self, text: str) -> None:
         """Cheap checks of the text (length, emptiness): run them before waiting for a slot."""
         limit = self.settings.max_input_chars
@@ -229,20 +292,30 @@ class SpeechService:
             voice = self.reference.for_request(voice, engine.channels)
         return voice
 
-    async def prepare_voice(self, job: SpeechJob) -> PreparedVoice:
-        """Before any synthesis slot: load the backend and resolve the voice. Reference voices
-        (fetch, decode, clean-up, Whisper) are prepared under a reference slot (429 when its queue is
-        full); preset voices need none."""
-        self.check_input(job.text)
+    async def prepare_voice(self, job: SpeechJob, doc: SSMLDocument | None = None) -> PreparedVoice:
+        """Before any synthesis slot: load the backend and resolve the voice (and the voices an SSML
+        ``<voice name>`` switches to, through the same resolver). Reference voices (fetch, decode,
+        clean-up, Whisper) are prepared under a reference slot (429 when its queue is full); preset
+        voices need none."""
+        if doc is None:
+            self.check_input(job.text)
         backend = self.engines.resolve_model(job.model)
         engine = await asyncio.to_thread(self.engines.loaded, backend)
-        resolve = functools.partial(self.voice_for, job, engine)
+        names = sorted({s.voice for s in doc.speech if s.voice is not None} if doc else set())
+
+        def resolve() -> tuple[Voice, dict[str, Voice]]:
+            voice = self.voice_for(job, engine)
+            others = {
+                n: self.voice_for(dataclasses.replace(job, voice=n, prompt_text=None), engine) for n in names
+            }
+            return voice, others
+
         if engine.voice_kind == "preset":
-            voice = await asyncio.to_thread(resolve)
+            voice, others = await asyncio.to_thread(resolve)
         else:
             async with self.reference_limiter.slot():
-                voice = await asyncio.to_thread(resolve)
-        return PreparedVoice(backend, engine, voice)
+                voice, others = await asyncio.to_thread(resolve)
+        return PreparedVoice(backend, engine, voice, others)
 
     @staticmethod
     def options(job: SpeechJob) -> SynthesisOptions:
@@ -255,35 +328,90 @@ class SpeechService:
             t_shift=job.t_shift,
         )
 
-    async def plan(self, job: SpeechJob, prepared: PreparedVoice) -> SpeechPlan:
-        """Split the text (cheap): the first clause alone when streaming, for a quick first chunk."""
+    async def plan(
+        self, job: SpeechJob, prepared: PreparedVoice, doc: SSMLDocument | None = None
+    ) -> SpeechPlan:
+        """Split the text (cheap): the first clause alone when streaming, for a quick first chunk.
+        SSML: one segment per span (its voice, ``speed × rate`` clamped to 0.25–4, its language;
+        dialog engines get the turn tag in effect), silences between."""
         backend, engine, voice = prepared.backend, prepared.engine, prepared.voice
-        if engine.whole_text:
-            chunks = [job.text]
-        else:
+        options = self.options(job)
+        if doc is None:
             chunks = await asyncio.to_thread(split_for, engine, job.text, streaming=job.streaming)
+            return SpeechPlan(backend, engine, voice, chunks, options, job.response_format, len(job.text))
+
+        def segments() -> list[Segment | Silence]:
+            out: list[Segment | Silence] = []
+            first = job.streaming
+            for span in doc.spans:
+                if isinstance(span, Break):
+                    if span.seconds > 0:
+                        out.append(Silence(span.seconds, span))
+                    continue
+                text = span.text
+                if engine.whole_text and span.speaker and not text.lstrip().startswith("[S"):
+                    text = f"{span.speaker} {text}"
+                opts = dataclasses.replace(
+                    options, speed=clamp_speed(job.speed * span.rate), lang=span.lang or job.lang
+                )
+                v = voice if span.voice is None else prepared.voices[span.voice]
+                out.append(Segment(split_for(engine, text, streaming=first), v, opts, span))
+                first = False
+            return out
+
+        planned = await asyncio.to_thread(segments)
+        speech = [s for s in planned if isinstance(s, Segment)]
         return SpeechPlan(
-            backend, engine, voice, chunks, self.options(job), job.response_format, len(job.text)
+            backend,
+            engine,
+            voice,
+            [c for s in speech for c in s.chunks],
+            options,
+            job.response_format,
+            doc.spoken_chars,
+            segments=planned,
+            warnings=doc.warnings,
         )
 
     def response_headers(self, plan: SpeechPlan) -> dict[str, str]:
-        """Headers describing the voice used (quality report, transcript) for cloning requests."""
+        """Headers describing the voice used (quality report, transcript) for cloning requests;
+        ``X-SSML-Warnings`` (``; ``-separated, ASCII) when the SSML had any."""
         voice = plan.voice
-        if not isinstance(voice, ReferenceVoice):
-            return {}
-        return self.reference.headers(voice)
+        headers = self.reference.headers(voice) if isinstance(voice, ReferenceVoice) else {}
+        if plan.warnings:
+            headers["X-SSML-Warnings"] = "; ".join(plan.warnings)
+        return headers
 
     # -- run --------------------------------------------------------------------------------
     @staticmethod
     def iter_audio(
         plan: SpeechPlan, cancel: threading.Event | None = None, on_chunk: Callable[[], None] | None = None
     ) -> Iterator[AudioChunk]:
-        for chunk in plan.engine.synthesize(plan.chunks, plan.voice, plan.options):
-            if on_chunk is not None:
-                on_chunk()
+        """The plan's audio in output order (blocking). SSML silences are exact zeros at the
+        output's rate and channel count (the first chunk's, else the engine's)."""
+        rate, channels = 0, 0
+        for part in plan.segments if plan.segments is not None else [None]:
             if cancel is not None and cancel.is_set():
                 return
-            yield chunk
+            if isinstance(part, Silence):
+                rate, channels = rate or plan.engine.sample_rate, channels or plan.engine.channels
+                yield AudioChunk(np.zeros((channels, part.samples(rate)), dtype=np.float32), rate)
+                continue
+            chunks, voice, options = (
+                (plan.chunks, plan.voice, plan.options)
+                if part is None
+                else (part.chunks, part.voice, part.options)
+            )
+            for chunk in plan.engine.synthesize(chunks, voice, options):
+                if on_chunk is not None:
+                    on_chunk()
+                if cancel is not None and cancel.is_set():
+                    return
+                if not rate:
+                    rate, channels = chunk.sample_rate, chunk.channels
+                elif chunk.sample_rate != rate or chunk.channels != channels:
+                    chunk = conform(chunk, rate, channels)
+                yield chunk
 
     async def stream(
         self, plan: SpeechPlan, *, prefetch: int = 1, on_chunk: Callable[[], None] | None = None
