@@ -17,3 +17,5 @@ if uv pip list 2>/dev/null | grep -qi '^nvidia-'; then
   echo "setup_dev: CUDA (nvidia-*) packages were installed; expected a CPU-only torch" >&2
   exit 1
 fi
+# Real PostgreSQL and Redis binaries for the shared-state tests (apt, when missing)
+bash scripts/install_services.sh
