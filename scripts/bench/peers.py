@@ -1,0 +1,328 @@
+"""Peers section: our torch-free ONNX int8 engine vs sherpa-onnx (C++) on the same exported files.
+
+.venv/bin/python -m scripts.bench.peers --repeats 2
+.venv/bin/python -m scripts.bench.peers --upstream-src ~/src/ZipVoice   # + upstream's rows
+
+Each measurement is a fresh process (so its peak RSS is its own): load, one warm-up run on the same
+text with 1 sampler step (not counted), then one timed run; the two sides alternate (ours, sherpa,
+ours, sherpa, ...) ``--repeats`` times per configuration (threads × output length), so machine
+noise hits both. Same full-size random-weight int8 graphs (``zipvoice-export --sherpa`` output:
+``text_encoder_int8.onnx``, ``fm_decoder_int8.onnx``, ``tokens.txt``, ``vocos_24khz.onnx``,
+``lexicon.txt``), same prompt clip and transcript, same text, same steps, same threads; the prompt
+is recomputed on every request on both sides. Ours runs through :class:`ZipVoiceEngine` (the
+server's path; torch is not imported) and sherpa-onnx through ``sherpa_onnx.OfflineTts``.
+
+Upstream (k2-fsa/ZipVoice) rows need a checkout (``--upstream-src``) and a scratch venv with
+torch and a torchaudio stand-in; they are not automated here and are reported as "not run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_lib.assets import PROMPT_TEXT, ensure_assets, prompt_wav
+from bench_lib.stats import fmt, summary
+
+from .harness import REPO_ROOT, ZV_SHORT, NoteOf, log, main_for, num, rss_now_mb, section, text_of
+
+VARIANT = "zipvoice_distill"
+STEPS = 8
+OUTPUTS = {"~5 s": ZV_SHORT, "~16 s": 270}
+GOAL_RSS_RATIO = 1.0  # ours / sherpa-onnx peak RSS
+GOAL_SPEED = 1.3  # sherpa RTF / ours RTF
+
+
+# --------------------------------------------------------------------------------------------------
+# one measurement in a fresh process
+# --------------------------------------------------------------------------------------------------
+def _prompt() -> tuple[Any, int]:
+    from api.audio.decode import decode_audio
+
+    x, sr = decode_audio(prompt_wav().read_bytes(), max_seconds=60, mono=True)
+    return x, sr
+
+
+def _ours(spec: dict[str, Any]) -> dict[str, Any]:
+    from api.engines.base import ReferenceVoice, SynthesisOptions
+    from api.engines.zipvoice import ZipVoiceEngine
+    from api.settings import Settings
+    from api.synthesis.service import split_for
+
+    onnx_dir = Path(spec["onnx_dir"])
+    settings = Settings(
+        num_threads=int(spec["threads"]),
+        allow_downloads=False,
+        device="cpu",
+        engine="onnx",
+        zipvoice_model_dir=onnx_dir.parent,
+        vocos_model_dir=Path(spec["vocos_dir"]),
+        cache_dir=Path(spec["cache_dir"]),
+        **({"onnx_precision": "int8"} if "onnx_precision" in Settings.model_fields else {}),
+    )
+    engine = ZipVoiceEngine(settings, VARIANT)
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+    rss_loaded = rss_now_mb()
+    x, sr = _prompt()
+    chunks = split_for(engine, spec["text"], streaming=False)
+
+    def run(steps: int, i: int) -> tuple[float, float]:
+        # a new digest each run: the prompt is recomputed, as sherpa-onnx does on every call
+        voice = ReferenceVoice(
+            samples=x, sample_rate=sr, transcript=PROMPT_TEXT, digest=f"peer-{i}", source="file"
+        )
+        t = time.perf_counter()
+        audio = sum(
+            c.duration for c in engine.synthesize(chunks, voice, SynthesisOptions(seed=1, num_steps=steps))
+        )
+        return time.perf_counter() - t, audio
+
+    run(1, 0)
+    elapsed, audio_s = run(int(spec["steps"]), 1)
+    return {
+        "load_s": load_s,
+        "rss_loaded_mb": rss_loaded,
+        "run_s": elapsed,
+        "audio_s": audio_s,
+        "torch_imported": "torch" in sys.modules,
+    }
+
+
+def _sherpa(spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import sherpa_onnx
+
+    d = Path(spec["onnx_dir"])
+    config = sherpa_onnx.OfflineTtsConfig(
+        model=sherpa_onnx.OfflineTtsModelConfig(
+            zipvoice=sherpa_onnx.OfflineTtsZipvoiceModelConfig(
+                tokens=str(d / "tokens.txt"),
+                encoder=str(d / "text_encoder_int8.onnx"),
+                decoder=str(d / "fm_decoder_int8.onnx"),
+                vocoder=str(d / "vocos_24khz.onnx"),
+                lexicon=str(d / "lexicon.txt"),
+            ),
+            num_threads=int(spec["threads"]),
+            provider="cpu",
+        )
+    )
+    t0 = time.perf_counter()
+    tts = sherpa_onnx.OfflineTts(config)
+    load_s = time.perf_counter() - t0
+    rss_loaded = rss_now_mb()
+    x, sr = _prompt()
+
+    def run(steps: int) -> tuple[float, float]:
+        gen = sherpa_onnx.GenerationConfig()
+        gen.reference_audio = np.asarray(x, dtype=np.float32).reshape(-1).tolist()
+        gen.reference_sample_rate = sr
+        gen.reference_text = PROMPT_TEXT
+        gen.num_steps = steps
+        t = time.perf_counter()
+        audio = tts.generate(spec["text"], gen)
+        return time.perf_counter() - t, len(audio.samples) / audio.sample_rate
+
+    run(1)
+    elapsed, audio_s = run(int(spec["steps"]))
+    return {"load_s": load_s, "rss_loaded_mb": rss_loaded, "run_s": elapsed, "audio_s": audio_s}
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    out = _ours(spec) if spec["side"] == "ours" else _sherpa(spec)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rtf"] = out["run_s"] / out["audio_s"] if out["audio_s"] else None
+    return out
+
+
+def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
+        out_path = Path(tmp) / "out.json"
+        code = (
+            "import json, sys; sys.path[:0] = [sys.argv[3], sys.argv[3] + '/scripts'];"
+            "from scripts.bench.peers import worker;"
+            "open(sys.argv[2], 'w').write(json.dumps(worker(json.loads(sys.argv[1]))))"
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+        cmd = [sys.executable, "-c", code, json.dumps(spec), str(out_path), str(REPO_ROOT)]
+        try:
+            proc = subprocess.run(
+                cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if proc.returncode != 0 or not out_path.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            return {"error": f"exit {proc.returncode}: {tail[-1] if tail else ''}"}
+        result: dict[str, Any] = json.loads(out_path.read_text())
+        return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the section
+# --------------------------------------------------------------------------------------------------
+def prepare(cfg: argparse.Namespace) -> tuple[Path, Path]:
+    """The int8 export of the full-size random checkpoint, completed for sherpa-onnx (once)."""
+    from api.zipvoice.onnx_export import export_onnx, onnx_files
+    from api.zipvoice.vocos_export import LEXICON, VOCOS_ONNX, export_sherpa_extras
+
+    from .engine import prepare_onnx
+
+    zv_dirs = ensure_assets(cfg.cache_dir, cfg.zipvoice_size, (VARIANT,))
+    model_root, vocos_dir = zv_dirs[0], zv_dirs[1]
+    onnx_dir = model_root.parent / "onnx-models" / VARIANT
+    if onnx_files(onnx_dir, "int8") is None:
+        if (model_root / VARIANT / "model.pt").is_file():
+            onnx_dir, _ = prepare_onnx(model_root, VARIANT, cfg)
+        else:
+            export_onnx(model_root / VARIANT, onnx_dir, fp32=False)
+    texts = [PROMPT_TEXT, *(text_of(c) for c in OUTPUTS.values())]
+    if not (onnx_dir / VOCOS_ONNX).is_file() or not (onnx_dir / LEXICON).is_file() or cfg.peers_reexport:
+        log(f"peers: sherpa-onnx files in {onnx_dir}")
+        export_sherpa_extras(onnx_dir, vocos_dir, texts=texts)
+    return onnx_dir, vocos_dir
+
+
+def run(cfg: argparse.Namespace) -> dict[str, Any]:
+    onnx_dir, vocos_dir = prepare(cfg)
+    rows: list[dict[str, Any]] = []
+    for threads in cfg.peer_threads:
+        for label in cfg.peer_outputs:
+            text = text_of(OUTPUTS[label])
+            sides: dict[str, list[dict[str, Any]]] = {"ours": [], "sherpa": []}
+            for rep in range(cfg.repeats):
+                for side in ("ours", "sherpa") if rep % 2 == 0 else ("sherpa", "ours"):
+                    spec = {
+                        "side": side,
+                        "threads": threads,
+                        "text": text,
+                        "steps": STEPS,
+                        "onnx_dir": str(onnx_dir),
+                        "vocos_dir": str(vocos_dir),
+                        "cache_dir": str(cfg.cache_dir),
+                    }
+                    res = run_worker(spec, timeout=cfg.worker_timeout)
+                    log(
+                        f"peers: {side} {threads}t {label}: rtf {num(res.get('rtf'))} peak {num(res.get('peak_rss_mb'), 0)} MB {res.get('error', '')}"
+                    )
+                    sides[side].append(res)
+            row: dict[str, Any] = {
+                "threads": threads,
+                "output": label,
+                "text_chars": len(text),
+                "steps": STEPS,
+            }
+            for side, results in sides.items():
+                ok = [r for r in results if "error" not in r]
+                row[side] = {
+                    "rtf": summary([r["rtf"] for r in ok if r.get("rtf")]),
+                    "peak_rss_mb": summary([r["peak_rss_mb"] for r in ok]),
+                    "rss_loaded_mb": summary([r["rss_loaded_mb"] for r in ok if r.get("rss_loaded_mb")]),
+                    "audio_s": summary([r["audio_s"] for r in ok]),
+                    "errors": [r["error"] for r in results if "error" in r],
+                    "samples": results,
+                }
+            o, s = row["ours"], row["sherpa"]
+            if o["rtf"].get("median") and s["rtf"].get("median"):
+                row["speed_ratio"] = s["rtf"]["median"] / o["rtf"]["median"]
+            if o["peak_rss_mb"].get("median") and s["peak_rss_mb"].get("median"):
+                row["rss_ratio"] = o["peak_rss_mb"]["median"] / s["peak_rss_mb"]["median"]
+            rows.append(row)
+    upstream = (
+        "not run (no --upstream-src)" if not cfg.upstream_src else "not run (upstream rows not automated yet)"
+    )
+    return {
+        "rows": rows,
+        "upstream": upstream,
+        "variant": VARIANT,
+        "precision": "int8",
+        "onnx_dir": str(onnx_dir),
+    }
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [
+        f"{res['variant']} int8, {STEPS} steps, full-size random weights; RTF and peak RSS (MB) are medians per fresh process.",
+        "",
+        "| threads | output | ours RTF | sherpa-onnx RTF | speed ratio | ours peak RSS | sherpa-onnx peak RSS | RSS ours / sherpa | audio s (ours / sherpa) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        o, s = r["ours"], r["sherpa"]
+        lines.append(
+            f"| {r['threads']} | {r['output']} | {fmt(o['rtf'])} | {fmt(s['rtf'])} | {num(r.get('speed_ratio'))}× "
+            f"| {num(o['peak_rss_mb'].get('median'), 0)} | {num(s['peak_rss_mb'].get('median'), 0)} "
+            f"| {num(r.get('rss_ratio'))} | {num(o['audio_s'].get('median'), 1)} / {num(s['audio_s'].get('median'), 1)} |"
+        )
+        for side in ("ours", "sherpa"):
+            if r[side]["errors"]:
+                lines.append(f"|  | {side} errors: {'; '.join(r[side]['errors'])} | | | | | | | |")
+    lines += ["", f"Upstream k2-fsa/ZipVoice (PyTorch and ONNX): {res['upstream']}."]
+    return "\n".join(lines)
+
+
+def goals(res: dict[str, Any], note_of: NoteOf) -> list[dict[str, Any]]:
+    out = []
+    for r in res["rows"]:
+        key = f"{r['threads']} thread(s), {r['output']}"
+        rss = r.get("rss_ratio")
+        out.append(
+            {
+                "goal": f"ONNX int8 peak RSS ≤ sherpa-onnx ({key})",
+                "target": f"≤ {GOAL_RSS_RATIO:.2f}",
+                "measured": num(rss),
+                "met": None if rss is None else rss <= GOAL_RSS_RATIO,
+                "reason": "" if rss is None or rss <= GOAL_RSS_RATIO else note_of(r),
+            }
+        )
+        speed = r.get("speed_ratio")
+        out.append(
+            {
+                "goal": f"ONNX int8 speed vs sherpa-onnx ({key})",
+                "target": f"≥ {GOAL_SPEED:.1f}×",
+                "measured": f"{num(speed)}×",
+                "met": None if speed is None else speed >= GOAL_SPEED,
+                "reason": "" if speed is None or speed >= GOAL_SPEED else note_of(r),
+            }
+        )
+    return out
+
+
+def add_args(ap: Any) -> None:
+    ap.add_argument("--upstream-src", type=Path, help="k2-fsa/ZipVoice checkout for the upstream rows")
+    ap.add_argument("--peer-threads", default="1,2", help="thread counts of the peers rows")
+    ap.add_argument("--peer-outputs", default=",".join(OUTPUTS), help="output lengths of the peers rows")
+    ap.add_argument("--peers-reexport", action="store_true", help="rewrite vocos_24khz.onnx and lexicon.txt")
+
+
+def configure(cfg: argparse.Namespace) -> None:
+    cfg.peer_threads = [int(t) for t in str(cfg.peer_threads).split(",") if t.strip()]
+    cfg.peer_outputs = [o.strip() for o in str(cfg.peer_outputs).split(",") if o.strip()]
+    unknown = [o for o in cfg.peer_outputs if o not in OUTPUTS]
+    if unknown:
+        raise SystemExit(f"--peer-outputs: unknown {unknown}; choose from {list(OUTPUTS)}")
+
+
+SECTION = section(
+    name="peers",
+    order=17,
+    title="Peers: our ONNX int8 vs sherpa-onnx on the same files",
+    note=__doc__.split("\n\n", 2)[2] if __doc__ else "",
+    run=run,
+    render=render,
+    add_args=add_args,
+    configure=configure,
+    goals=goals,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main_for("peers"))
