@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -154,8 +155,10 @@ def _start_head(
 
 
 @pytest.fixture(scope="module")
-def ray_serve(tmp_path_factory: pytest.TempPathFactory, reference_dir: Path) -> Iterator[RayServe]:
-    tmp = Path(tmp_path_factory.mktemp("ray"))
+def ray_serve(reference_dir: Path) -> Iterator[RayServe]:
+    # Not under pytest's basetemp: other pytest sessions on a shared machine prune old basetemps
+    # (retention 3), and PostgreSQL exits when its data directory disappears under it.
+    tmp = Path(tempfile.mkdtemp(prefix="zv-ray-"))
     ray_tmp = Path("/tmp") / f"rt{os.getpid()}"  # Ray's socket paths must stay short
     (tmp / "ray-tmp").symlink_to(ray_tmp, target_is_directory=True)
     pg = PostgresServer(tmp / "pg")
@@ -218,9 +221,10 @@ def ray_serve(tmp_path_factory: pytest.TempPathFactory, reference_dir: Path) -> 
         if head is not None:
             _stop_group(head, signal.SIGTERM, 30)
         serve_log.close()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
         redis.stop()
         pg.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replicas_of(base: str, path: str, n: int) -> set[str]:
