@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -75,6 +76,8 @@ def _ray_head(tmp: Path) -> Iterator[tuple[int, dict[str, str]]]:
     finally:
         if head is not None:
             _stop_group(head, signal.SIGTERM, 30)
+        for attempt in range(3):
+            shutil.rmtree(Path("/tmp") / f"rb{os.getpid()}-{attempt}", ignore_errors=True)
 
 
 @contextmanager
