@@ -41,6 +41,25 @@ GOAL_RSS_RATIO = 1.0  # ours / sherpa-onnx peak RSS
 GOAL_SPEED = 1.3  # sherpa RTF / ours RTF
 
 
+#: where the memory goes (probes of 2026-11-29, full-size int8 distill, 1 thread; see the report)
+MEMORY_NOTES = [
+    "Where our memory goes (in-process probes, full-size int8 distill, 1 thread, ~16 s text):",
+    "",
+    "* ORT memory pattern (fixed): with `enable_mem_pattern` on, the decoder's resident memory rose "
+    "from 579 to 869 MB at the second step of a 1,660-frame chunk (same step time); the sessions now "
+    "turn it off (`api/zipvoice/runtime/ort_numpy.py::session_options`). Peak of a whole 16 s request: "
+    "1,163 MB before, 815 MB after (2-step probe).",
+    "* Chunk length (not changed): sherpa-onnx synthesizes clause by clause (5 decoder passes of "
+    "~3 s for the 16 s text), our pipeline one 25 s-target chunk (upstream's `generate_sentence` "
+    "chunking), so our decoder runs on ~1,660 frames against ~540. The attention intermediates grow "
+    "with the square of the frames: +350 MB over the loaded engine for the 16 s chunk. This is the "
+    "growth with the text; shorter chunks are the lever (it changes the audio, so it is the "
+    "pipeline owner's call).",
+    "* Loaded engine: 430 MB (of which 81 MB the Python imports of the server) vs sherpa-onnx 326 MB.",
+    "* Vocoder: the numpy Vocos on the whole 16 s mel adds 26 MB at its peak: not worth windowing.",
+]
+
+
 # --------------------------------------------------------------------------------------------------
 # one measurement in a fresh process
 # --------------------------------------------------------------------------------------------------
@@ -266,13 +285,13 @@ def render(res: dict[str, Any]) -> str:
         for side in ("ours", "sherpa"):
             if r[side]["errors"]:
                 lines.append(f"|  | {side} errors: {'; '.join(r[side]['errors'])} | | | | | | | |")
-    lines += ["", f"Upstream k2-fsa/ZipVoice (PyTorch and ONNX): {res['upstream']}."]
+    lines += ["", f"Upstream k2-fsa/ZipVoice (PyTorch and ONNX): {res['upstream']}.", "", *MEMORY_NOTES]
     return "\n".join(lines)
 
 
 def goals(res: dict[str, Any], note_of: NoteOf) -> list[dict[str, Any]]:
     out = []
-    for r in res["rows"]:
+    for r in res.get("rows", []):
         key = f"{r['threads']} thread(s), {r['output']}"
         rss = r.get("rss_ratio")
         out.append(
