@@ -18,7 +18,7 @@ from api.limits.middleware import RateLimitMiddleware
 from api.metrics import MetricsMiddleware
 from api.middleware import BodyLimitMiddleware
 from api.replica import ReplicaIdMiddleware
-from api.routes import analysis, models, ops, speech, usage, voices
+from api.routes import analysis, captioned, models, ops, speech, usage, voices
 from api.routes.openapi import install_openapi
 from api.routes.web import mount_web
 from api.runtime_env import configure_process
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(speech.router)
+    app.include_router(captioned.router)
     app.include_router(voices.router)
     app.include_router(analysis.router)
     app.include_router(usage.router)

@@ -72,6 +72,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[type[APIError], ...]] = {
     ("GET", "/v1/models/{model_id}"): (NotFoundError,),
     # schema/input checks (400), the voice (400-415), the synthesis queue (429), the backend (503)
     ("POST", "/v1/audio/speech"): (*_VOICE_SOURCE, *_PREPARE),
+    # the same, and a Whisper model for the word timings (503 without one)
+    ("POST", "/v1/audio/speech/captioned"): (*_VOICE_SOURCE, *_PREPARE),
     ("GET", "/v1/audio/voices"): (),
     # name rules (400), a duplicate name (409), the source or upload, preparation
     ("POST", "/v1/audio/voices"): (*_VOICE_SOURCE, ConflictError, *_PREPARE),

@@ -42,3 +42,5 @@ class SpeechJob:
     streaming: bool = True
     #: ``text`` is plain text or SSML (:mod:`api.text.ssml`); ``None``: SSML when it starts with ``<speak``
     input_format: Literal["text", "ssml"] | None = None
+    #: time every word of the input in the output (captioned speech): chunks carry their words
+    timestamps: bool = False

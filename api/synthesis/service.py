@@ -27,9 +27,11 @@ import numpy as np
 from api.audio.clip import resample
 from api.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
 from api.auth import DEFAULT_NAMESPACE
+from api.captions.align import align_audio
+from api.captions.words import TextWord, TimedWord, split_words
 from api.engines.base import AudioChunk, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
 from api.engines.registry import EngineRegistry
-from api.errors import APIError, InvalidRequestError
+from api.errors import APIError, InvalidRequestError, ServiceUnavailableError
 from api.limits.base import UsageLimits
 from api.metrics import Metrics, model_label
 from api.settings import Settings
@@ -79,6 +81,8 @@ class Segment:
     voice: Voice
     options: SynthesisOptions
     span: Speech | None = None
+    #: the input's words each chunk speaks (timestamps only), offsets in ``input``
+    words: list[list[TextWord]] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,52 @@ class SpeechPlan:
     segments: list[Segment | Silence] | None = None
     #: SSML warnings (the ``X-SSML-Warnings`` header)
     warnings: tuple[str, ...] = ()
+    #: timestamps: the input's words of each of ``chunks`` (plain text), offsets in ``input``
+    chunk_words: list[list[TextWord]] | None = None
+    timestamps: bool = False
+
+
+@dataclass(frozen=True)
+class TimedChunk(AudioChunk):
+    """A chunk of audio with the input's words it speaks, timed in the whole output (seconds)."""
+
+    words: tuple[TimedWord, ...] = ()
+
+
+def words_per_chunk(chunks: list[str], words: list[TextWord]) -> list[list[TextWord]]:
+    """``words`` (of the text ``chunks`` were split from, in order) shared out to the chunks by
+    their word counts; the last chunk takes any left over, so every word is covered once."""
+    out: list[list[TextWord]] = []
+    i = 0
+    for n, chunk in enumerate(chunks):
+        k = len(split_words(chunk))
+        take = words[i:] if n == len(chunks) - 1 else words[i : i + k]
+        out.append(take)
+        i += len(take)
+    return out
+
+
+def span_words(span: Speech, source: str) -> list[TextWord]:
+    """The words a SSML span speaks with their offsets in ``input`` (``source``): plain text words
+    where they are in the source, ``<say-as>``/``<sub>`` expansions over their whole element."""
+    out: list[TextWord] = []
+    cursor = span.char_start
+    for w in split_words(span.text):
+        piece = next((p for p in span.pieces if p.text_start <= w.char_start < p.text_end), None)
+        if piece is None:
+            out.append(TextWord(w.text, span.char_start, span.char_end))
+            continue
+        src = source[piece.char_start : piece.char_end]
+        plain = "<" not in src and " ".join(src.split()) == " ".join(
+            span.text[piece.text_start : piece.text_end].split()
+        )
+        at = source.find(w.text, max(cursor, piece.char_start), piece.char_end) if plain else -1
+        if at >= 0:
+            out.append(TextWord(w.text, at, at + len(w.text)))
+            cursor = at + len(w.text)
+        else:
+            out.append(TextWord(w.text, piece.char_start, piece.char_end))
+    return out
 
 
 @dataclass(frozen=True)
@@ -338,7 +388,18 @@ class SpeechService:
         options = self.options(job)
         if doc is None:
             chunks = await asyncio.to_thread(split_for, engine, job.text, streaming=job.streaming)
-            return SpeechPlan(backend, engine, voice, chunks, options, job.response_format, len(job.text))
+            words = words_per_chunk(chunks, split_words(job.text)) if job.timestamps else None
+            return SpeechPlan(
+                backend,
+                engine,
+                voice,
+                chunks,
+                options,
+                job.response_format,
+                len(job.text),
+                chunk_words=words,
+                timestamps=job.timestamps,
+            )
 
         def segments() -> list[Segment | Silence]:
             out: list[Segment | Silence] = []
@@ -355,7 +416,9 @@ class SpeechService:
                     options, speed=clamp_speed(job.speed * span.rate), lang=span.lang or job.lang
                 )
                 v = voice if span.voice is None else prepared.voices[span.voice]
-                out.append(Segment(split_for(engine, text, streaming=first), v, opts, span))
+                chunks = split_for(engine, text, streaming=first)
+                words = words_per_chunk(chunks, span_words(span, job.text)) if job.timestamps else None
+                out.append(Segment(chunks, v, opts, span, words))
                 first = False
             return out
 
@@ -371,6 +434,7 @@ class SpeechService:
             doc.spoken_chars,
             segments=planned,
             warnings=doc.warnings,
+            timestamps=job.timestamps,
         )
 
     def response_headers(self, plan: SpeechPlan) -> dict[str, str]:
@@ -383,26 +447,32 @@ class SpeechService:
         return headers
 
     # -- run --------------------------------------------------------------------------------
-    @staticmethod
     def iter_audio(
-        plan: SpeechPlan, cancel: threading.Event | None = None, on_chunk: Callable[[], None] | None = None
+        self,
+        plan: SpeechPlan,
+        cancel: threading.Event | None = None,
+        on_chunk: Callable[[], None] | None = None,
     ) -> Iterator[AudioChunk]:
         """The plan's audio in output order (blocking). SSML silences are exact zeros at the
-        output's rate and channel count (the first chunk's, else the engine's)."""
+        output's rate and channel count (the first chunk's, else the engine's). With timestamps
+        every chunk is a :class:`TimedChunk`: its words aligned on the audio as emitted (after the
+        engine's trimming and speed change) and shifted by where the chunk starts in the output."""
         rate, channels = 0, 0
+        t = 0.0  # where the next chunk starts in the output (s)
         for part in plan.segments if plan.segments is not None else [None]:
             if cancel is not None and cancel.is_set():
                 return
             if isinstance(part, Silence):
                 rate, channels = rate or plan.engine.sample_rate, channels or plan.engine.channels
-                yield AudioChunk(np.zeros((channels, part.samples(rate)), dtype=np.float32), rate)
+                silence = np.zeros((channels, part.samples(rate)), dtype=np.float32)
+                t += silence.shape[-1] / rate
+                yield TimedChunk(silence, rate) if plan.timestamps else AudioChunk(silence, rate)
                 continue
-            chunks, voice, options = (
-                (plan.chunks, plan.voice, plan.options)
-                if part is None
-                else (part.chunks, part.voice, part.options)
-            )
-            for chunk in plan.engine.synthesize(chunks, voice, options):
+            if part is None:
+                chunks, voice, options, known = plan.chunks, plan.voice, plan.options, plan.chunk_words
+            else:
+                chunks, voice, options, known = part.chunks, part.voice, part.options, part.words
+            for i, chunk in enumerate(plan.engine.synthesize(chunks, voice, options)):
                 if on_chunk is not None:
                     on_chunk()
                 if cancel is not None and cancel.is_set():
@@ -411,7 +481,34 @@ class SpeechService:
                     rate, channels = chunk.sample_rate, chunk.channels
                 elif chunk.sample_rate != rate or chunk.channels != channels:
                     chunk = conform(chunk, rate, channels)
+                if plan.timestamps:
+                    words = known[i] if known is not None and i < len(known) else []
+                    chunk = TimedChunk(chunk.samples, rate, self.time_words(chunk, words, t, options.lang))
+                t += chunk.duration
                 yield chunk
+
+    def time_words(
+        self, chunk: AudioChunk, words: list[TextWord], offset: float, lang: str | None
+    ) -> tuple[TimedWord, ...]:
+        """``words`` timed in ``chunk`` (forced alignment with Whisper word timestamps, blocking),
+        clamped to the chunk so no word runs past the audio."""
+        if not words:
+            return ()
+        transcriber = self.reference.transcriber
+        if transcriber is None:
+            raise ServiceUnavailableError(
+                "Word timestamps need a Whisper model (WHISPER_MODEL); none is available."
+            )
+        language = (lang or "en").split("-")[0].lower()
+        timed = align_audio(
+            chunk.samples, chunk.sample_rate, words, transcriber.inner, offset=offset, language=language
+        )
+        end = offset + chunk.duration
+        out = []
+        for w in timed:
+            start = min(max(w.start, offset), end)
+            out.append(dataclasses.replace(w, start=start, end=min(max(w.end, start), end)))
+        return tuple(out)
 
     async def stream(
         self, plan: SpeechPlan, *, prefetch: int = 1, on_chunk: Callable[[], None] | None = None
@@ -486,6 +583,9 @@ class SpeechRun:
         self.media_type = CONTENT_TYPES[plan.response_format]
         self.headers: dict[str, str] = {"X-Model-Backend": plan.backend, **service.response_headers(plan)}
         self.seconds = 0.0  # audio handed out so far
+        #: timestamps: every word timed so far, in input order
+        self.words: list[TimedWord] = []
+        self._fresh: list[TimedWord] = []
         self._used = False
         self._completed = False
         self._usage_recorded = False
@@ -495,6 +595,11 @@ class SpeechRun:
     def usage(self) -> dict[str, int]:
         """OpenAI's ``usage`` for the audio produced so far (the SSE ``done`` event)."""
         return usage_of(self.plan.input_chars, self.seconds)
+
+    def take_words(self) -> list[TimedWord]:
+        """The words timed since the last call (SSE: the words of the audio just sent)."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._encoded is None:
@@ -535,6 +640,9 @@ class SpeechRun:
         chunk: AudioChunk | None = self._first
         while chunk is not None:
             self.seconds += chunk.duration
+            if isinstance(chunk, TimedChunk):
+                self.words.extend(chunk.words)
+                self._fresh.extend(chunk.words)
             yield chunk
             try:
                 chunk = await anext(self._rest, None)
