@@ -30,6 +30,8 @@
     objectUrls: [],
     recorded: null, // Blob from the synth recorder
     regRecorded: null, // Blob from the register recorder
+    captionWords: [], // {word, start, end, char_start, char_end} of the captioned speech
+    currentWord: -1,
   };
 
   // ---------------------------------------------------------------- helpers
@@ -646,6 +648,96 @@
     return blob;
   }
 
+  // ---------------------------------------------------------------- captions
+  function srtToVtt(srt) {
+    const cues = srt.trim().split(/\n\s*\n/).map((block) => {
+      const lines = block.split("\n");
+      if (/^\d+$/.test(lines[0])) lines.shift();
+      lines[0] = lines[0].replace(/,(\d{3})/g, ".$1");
+      return lines.join("\n");
+    });
+    return `WEBVTT\n\n${cues.join("\n\n")}\n`;
+  }
+
+  function renderCaptions(words, srt) {
+    const text = $("caption-text");
+    const spans = words.map((w, i) => {
+      const span = document.createElement("span");
+      span.className = "word";
+      span.textContent = w.word;
+      span.dataset.index = String(i);
+      span.dataset.start = String(w.start);
+      span.dataset.end = String(w.end);
+      return span;
+    });
+    const nodes = [];
+    spans.forEach((span, i) => {
+      if (i) nodes.push(document.createTextNode(" "));
+      nodes.push(span);
+    });
+    text.replaceChildren(...nodes);
+    state.captionWords = words;
+    state.currentWord = -1;
+    const srtLink = $("download-srt");
+    srtLink.href = trackUrl(URL.createObjectURL(new Blob([srt], { type: "application/x-subrip" })));
+    const vttLink = $("download-vtt");
+    vttLink.href = trackUrl(URL.createObjectURL(new Blob([srtToVtt(srt)], { type: "text/vtt" })));
+    $("caption-panel").hidden = false;
+  }
+
+  // the word being spoken at time t (the last one started; none in a pause before the first)
+  function wordAt(t) {
+    const words = state.captionWords || [];
+    let lo = 0;
+    let hi = words.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (words[mid].start <= t) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found >= 0 && t <= words[found].end + 0.05 ? found : -1;
+  }
+
+  function highlight() {
+    const index = wordAt($("player").currentTime);
+    if (index === state.currentWord) return;
+    const spans = $("caption-text").children;
+    if (state.currentWord >= 0 && spans[state.currentWord]) {
+      spans[state.currentWord].classList.remove("current");
+      spans[state.currentWord].removeAttribute("aria-current");
+    }
+    if (index >= 0 && spans[index]) {
+      spans[index].classList.add("current");
+      spans[index].setAttribute("aria-current", "true");
+    }
+    state.currentWord = index;
+  }
+
+  function followPlayback() {
+    highlight();
+    if (!$("player").paused) requestAnimationFrame(followPlayback);
+  }
+
+  async function synthesizeCaptioned(body, signal) {
+    const resp = await api("/v1/audio/speech/captioned", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...body, captions: "srt" }),
+      signal,
+    });
+    if (!resp.ok) throw new Error(await errorMessage(resp));
+    showQuality(resp);
+    const data = await resp.json();
+    const bytes = Uint8Array.from(atob(data.audio), (c) => c.charCodeAt(0));
+    renderCaptions(data.words, data.captions || "");
+    return { resp, bytes };
+  }
+
   async function synthesize(event) {
     event.preventDefault();
     const err = $("error");
@@ -693,7 +785,28 @@
     revokeUrls();
     status.textContent = "Synthesizing…";
     const t0 = performance.now();
+    $("caption-panel").hidden = true;
+    state.captionWords = [];
     try {
+      if ($("captions").checked) {
+        const { resp, bytes } = await synthesizeCaptioned(body, controller.signal);
+        const backend = resp.headers.get("X-Model-Backend") || model.backend;
+        $("player").dataset.mode = "blob";
+        const blob = new Blob([bytes], { type: format === "pcm" ? "audio/pcm" : resp.headers.get("Content-Type") });
+        const playable = format === "pcm"
+          ? pcmToWav(bytes.buffer, PCM_RATE, String(backend).endsWith("_stereo") ? 2 : 1)
+          : new Blob([bytes]);
+        setPlayerSrc(trackUrl(URL.createObjectURL(playable)));
+        $("player").play().catch(() => {});
+        const link = $("download");
+        link.href = trackUrl(URL.createObjectURL(blob));
+        link.download = `speech.${format}`;
+        link.hidden = false;
+        const secs = ((performance.now() - t0) / 1000).toFixed(1);
+        status.textContent = `Done in ${secs} s (${backend}, ${state.captionWords.length} words timed).`;
+        $("player").dataset.state = "done";
+        return;
+      }
       const resp = await api("/v1/audio/speech", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
@@ -761,6 +874,9 @@
       if (state.abort) state.abort.abort();
       $("player").pause();
     });
+    $("player").addEventListener("play", followPlayback);
+    $("player").addEventListener("timeupdate", highlight);
+    $("player").addEventListener("seeked", highlight);
     $("register-form").addEventListener("submit", registerVoice);
     $("analyze").addEventListener("click", analyzeClip);
     $("refresh-voices").addEventListener("click", () => {

@@ -73,7 +73,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real server with its default configuration (Kokoro from the offline assets)."""
-    proc = ServerProcess({"MAX_CONCURRENCY": "1", "MAX_QUEUE": "8"}, tmp_path_factory.mktemp("web-server"))
+    env = {"MAX_CONCURRENCY": "1", "MAX_QUEUE": "8", "WHISPER_MODEL": "tiny.en"}  # tiny.en: caption timings
+    proc = ServerProcess(env, tmp_path_factory.mktemp("web-server"))
     try:
         proc.wait_ready()
         yield proc
@@ -217,6 +218,44 @@ def test_synthesize_preset_voice(
     assert not page.page_errors.relevant(), page.page_errors.relevant()
 
 
+def test_captions_highlight_the_spoken_word_and_download(
+    page: Any, web_server: ServerProcess, record_property: Any
+) -> None:
+    _require_route(web_server.base_url, "POST", "/v1/audio/speech/captioned")
+    _open(page, web_server.base_url)
+    page.select_option("#model", "kokoro")
+    text = "Captions follow the voice. Every word lights up in turn."
+    page.fill("#input", text)
+    _choose_voice(page, "jm_kumo")
+    page.select_option("#format", "wav")
+    page.check("#captions")
+    duration = _synthesize(page)
+    assert page.is_visible("#caption-panel")
+    words = page.eval_on_selector_all(
+        "#caption-text .word", "els => els.map(e => [e.textContent, +e.dataset.start, +e.dataset.end])"
+    )
+    assert [w[0] for w in words] == text.split()
+    assert all(0 <= start <= end <= duration + 0.05 for _, start, end in words)
+    # as the audio plays, the word being spoken is the one highlighted
+    page.eval_on_selector("#player", "a => a.pause()")
+    for index in (0, len(words) // 2, len(words) - 1):
+        _, start, end = words[index]
+        page.eval_on_selector("#player", f"a => {{ a.currentTime = {(start + end) / 2}; }}")
+        page.wait_for_function(
+            f"() => document.querySelector('#caption-text .word.current')?.dataset.index === '{index}'"
+        )
+        assert page.eval_on_selector_all("#caption-text .word.current", "els => els.length") == 1
+    # downloads: SRT and WebVTT text of the same words
+    srt = page.evaluate("async () => (await fetch(document.getElementById('download-srt').href)).text()")
+    vtt = page.evaluate("async () => (await fetch(document.getElementById('download-vtt').href)).text()")
+    assert srt.startswith("1\n") and " --> " in srt and "," in srt.split("\n")[1]
+    assert vtt.startswith("WEBVTT") and "." in vtt.split("\n")[2] and " --> " in vtt
+    spoken = " ".join(line for line in srt.splitlines() if line and "-->" not in line and not line.isdigit())
+    assert spoken.split() == text.split()
+    _screenshot(page, "web-player-captions.png", record_property)
+    assert not page.page_errors.relevant(), page.page_errors.relevant()
+
+
 def test_errors_are_shown(page: Any, web_server: ServerProcess) -> None:
     _open(page, web_server.base_url)
     page.select_option("#model", "kokoro")
@@ -253,9 +292,10 @@ def test_errors_are_shown(page: Any, web_server: ServerProcess) -> None:
 
 def _require_route(base: str, method: str, path: str) -> None:
     r = httpx.request(method, base + path)
-    if r.status_code in (404, 405) and r.json().get("error", {}).get("message") in (
-        "Not Found",
-        "Method Not Allowed",
+    err = r.json().get("error", {}) if r.status_code in (404, 405) else {}
+    # no such path: Starlette's 404 "Not Found"; the path without this method: 405 method_not_allowed
+    if (r.status_code == 404 and err.get("message") == "Not Found") or (
+        r.status_code == 405 and err.get("code") == "method_not_allowed"
     ):
         pytest.fail(f"route missing on the server: {method} {path} -> {r.status_code}")
 
