@@ -270,6 +270,8 @@ class Settings(BaseSettings):
     """faster-whisper model size or local directory (auto-transcription of reference clips)."""
     whisper_engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     """Transcriber implementation."""
+    align_whisper_model: str = "tiny.en"
+    """Whisper model (size or local directory) that times the words of captioned speech (forced alignment); `tiny.en` aligns better than `base`. The same value as `WHISPER_MODEL` shares that model."""
 
     # --- auth -------------------------------------------------------------------------------
     api_keys: list[str] = Field(default_factory=list)

@@ -41,6 +41,7 @@ from api.synthesis.request import SpeechJob
 from api.synthesis.tuning import RTFTracker, recommend
 from api.text.split import split_text
 from api.text.ssml import Break, Speech, SSMLDocument, is_ssml, parse_ssml
+from api.transcribe.base import Transcriber, backend_installed, create_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ class SpeechService:
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.rtf = rtf or RTFTracker()
+        self._aligner: Transcriber | None = None
+        self._aligner_lock = threading.Lock()
         self._producers = 0  # producer threads running (streams, including abandoned ones finishing a chunk)
         self._producers_lock = threading.Lock()
 
@@ -487,6 +490,25 @@ class SpeechService:
                 t += chunk.duration
                 yield chunk
 
+    def aligner(self) -> Transcriber | None:
+        """The Whisper model that times words (``ALIGN_WHISPER_MODEL``; the reference transcriber's
+        when it is the same model), created once, loaded on first use; ``None`` when not installed."""
+        s = self.settings
+        with self._aligner_lock:
+            if self._aligner is None:
+                shared = self.reference.transcriber
+                if shared is not None and s.align_whisper_model == s.whisper_model:
+                    self._aligner = shared.inner
+                elif backend_installed(s.whisper_engine):
+                    self._aligner = create_transcriber(
+                        s.whisper_engine,
+                        model=s.align_whisper_model,
+                        cache_dir=s.cache_dir,
+                        allow_downloads=s.allow_downloads,
+                        cpu_threads=s.num_threads,
+                    )
+            return self._aligner
+
     def time_words(
         self, chunk: AudioChunk, words: list[TextWord], offset: float, lang: str | None
     ) -> tuple[TimedWord, ...]:
@@ -494,14 +516,14 @@ class SpeechService:
         clamped to the chunk so no word runs past the audio."""
         if not words:
             return ()
-        transcriber = self.reference.transcriber
+        transcriber = self.aligner()
         if transcriber is None:
             raise ServiceUnavailableError(
                 "Word timestamps need a Whisper model (WHISPER_MODEL); none is available."
             )
         language = (lang or "en").split("-")[0].lower()
         timed = align_audio(
-            chunk.samples, chunk.sample_rate, words, transcriber.inner, offset=offset, language=language
+            chunk.samples, chunk.sample_rate, words, transcriber, offset=offset, language=language
         )
         end = offset + chunk.duration
         out = []

@@ -25,7 +25,8 @@ def job(text: str, **kw: object) -> SpeechJob:
 
 
 def timed(j: SpeechJob) -> SpeechRun:
-    r = rig(FakeEngine("preset", "preset"))
+    # the aligner is the reference transcriber (the fake) when both name the same model
+    r = rig(FakeEngine("preset", "preset"), align_whisper_model="base", whisper_model="base")
 
     async def go() -> SpeechRun:
         run = await r.service.start(j)
@@ -62,6 +63,12 @@ def test_ssml_words_map_back_into_the_markup_and_breaks_shift_them() -> None:
     assert "<sub" in ssml[words[3].char_start : words[3].char_end]
     assert words[2].start >= CHUNK_SAMPLES / RATE + 1.0 - 1e-6
     assert all(w.end <= run.seconds + 1e-9 for w in words)
+
+
+def test_a_separate_align_model_is_its_own_transcriber() -> None:
+    r = rig(FakeEngine("preset", "preset"), align_whisper_model="tiny.en", whisper_model="base")
+    aligner = r.service.aligner()
+    assert aligner is not None and aligner is not r.transcriber and aligner is r.service.aligner()
 
 
 def test_without_timestamps_no_words() -> None:
