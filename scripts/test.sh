@@ -9,7 +9,7 @@ uv run --no-sync ruff check api tests scripts
 uv run --no-sync ruff format --check api tests scripts
 uv run --no-sync mypy
 set +e
-uv run --no-sync pytest -q -ra "$@"
+uv run --no-sync pytest -q -ra --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
