@@ -1,4 +1,4 @@
-"""Captioned speech through the real server (Kokoro, Whisper tiny.en for the alignment), with httpx
+"""Captioned speech through the real server (Kokoro; ALIGN_WHISPER_MODEL=tiny.en aligns), with httpx
 and the openai SDK: every word of the input once, in order, with its offsets, within the audio;
 SRT/WebVTT that parse back; SSML input (a 1 s break shows as a gap in the word times); SSE
 deltas carrying each chunk's words."""
@@ -24,7 +24,8 @@ VTT_TIME = re.compile(r"(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})")
 
 @pytest.fixture(scope="module")
 def cap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess({"WHISPER_MODEL": "tiny.en", "MAX_CONCURRENCY": "2"}, tmp_path_factory.mktemp("cap"))
+    # WHISPER_MODEL stays `base`: the words are timed by ALIGN_WHISPER_MODEL (tiny.en), its own model
+    proc = ServerProcess({"MAX_CONCURRENCY": "2"}, tmp_path_factory.mktemp("cap"))
     try:
         proc.wait_ready(timeout=180)
         yield proc
