@@ -487,7 +487,14 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(res: dict[str, Any]) -> str:
+    head = f"Torch-free processes: {res.get('how_torch_free', '?')}."
+    mach = res.get("machine") or {}
+    if mach:
+        head += f" Measured on {mach.get('cpu')}, {mach.get('cores')} cores"
+        head += f"; load average {res.get('loadavg_start')} → {res.get('loadavg_after')} (shared machine)."
     out = [
+        head,
+        "",
         "| model | steps | configuration | torch in process | runtime | audio s | rounds | RTF median (min–max) "
         "| peak RSS MB (VmHWM) | load s | cold start → first audio byte s | server listening s "
         "| server peak RSS MB | status |",
@@ -549,16 +556,17 @@ SECTION = section(
     name="torch_free",
     order=15,
     title="Torch-free ONNX vs ONNX with torch vs PyTorch (RTF, peak RSS, cold start)",
-    note="~5 s output (the 2.78 s fixture prompt), full-size random-weight checkpoints and Vocos. "
-    "'Torch-free' rows run in a process where `sys.modules['torch'] = None` is set before the project "
-    "is imported (the dev venv, torch installed but not importable); 'torch importable' is the same "
-    "ONNX engine in a normal process; 'torch' is `ENGINE=torch`. Each configuration is one long-lived "
-    "process, loaded and warmed (2 one-step runs) once; rounds are interleaved (A B C D, D C B A, ...). "
-    "RTF = synthesis seconds (text encoder, all sampler steps, vocoder) / audio seconds. Peak RSS = "
-    "that process's VmHWM at the end. Cold start: a fresh `api.cli` server per configuration (same "
-    "bootstrap, `PRELOAD_MODELS=[]`), timed from `Popen` to the first byte of one streamed "
-    "`/v1/audio/speech` (pcm) response, voice registration included; 'server listening' is when "
-    "`/health` first answered.",
+    note="~5 s output (the 2.78 s fixture prompt), full-size random-weight checkpoints and Vocos, 2 threads. "
+    "'Torch-free' rows run where torch cannot be imported: by default in a venv made by `uv sync --frozen "
+    "--no-dev` (the default install; torch not installed), or with `--torch-free-mode block` in the dev venv "
+    "with `sys.modules['torch'] = None` set first; the line above the table says which. 'torch importable' "
+    "is the same ONNX engine in the dev venv; 'torch' is `ENGINE=torch`. Each configuration is one "
+    "long-lived process, loaded and warmed (2 one-step runs) once; rounds are interleaved (A B C D, "
+    "D C B A, ...). RTF = synthesis seconds (text encoder, all sampler steps, vocoder) / audio seconds. "
+    "Peak RSS = that process's VmHWM at the end. Cold start: a fresh `api.cli` server per configuration "
+    "(same interpreter, `PRELOAD_MODELS=[]`), timed from `Popen` to the first byte of one streamed "
+    "`/v1/audio/speech` (pcm) response, voice registration included; 'server listening' is when `/health` "
+    "first answered.",
     run=run,
     render=render,
     add_args=add_args,
