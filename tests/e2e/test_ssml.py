@@ -146,3 +146,24 @@ def test_invalid_ssml_and_attacks_are_400_fast(server: ServerProcess) -> None:
 def test_the_spoken_text_is_limited_not_the_markup(server: ServerProcess) -> None:
     r = post(server, {"model": "tts-1", "voice": "alloy", "input": "<speak>" + "word " * 1000 + "</speak>"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "string_above_max_length"
+
+
+def test_zipvoice_captioned_ssml_words_cover_the_input(zv_server: ServerProcess) -> None:
+    ssml = '<speak>One two.<break time="1s"/>Three <sub alias="four">4</sub>.</speak>'
+    body = {
+        "model": "zipvoice",
+        "voice": "file+prompt.wav",
+        "prompt_text": PROMPT_TEXT,
+        "num_steps": 2,
+        "input": ssml,
+        "response_format": "wav",
+        "captions": "vtt",
+    }
+    r = httpx.post(zv_server.base_url + "/v1/audio/speech/captioned", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    words = out["words"]
+    assert [w["word"] for w in words] == ["One", "two.", "Three", "four."]
+    assert all(0 <= w["start"] <= w["end"] <= out["duration"] + 1e-6 for w in words)
+    assert words[2]["start"] - words[1]["end"] >= 1.0 - 0.02
+    assert out["captions"].startswith("WEBVTT")
