@@ -5,10 +5,12 @@ examples per operation and deterministic generation, and must report zero failur
 configured by a ``schemathesis.toml`` written here; this module is also its hooks module
 (``SCHEMATHESIS_HOOKS``):
 
-* ``input`` of ``POST /v1/audio/speech`` is capped at :data:`MAX_INPUT` characters in generated cases
+* ``input`` of ``POST /v1/audio/speech`` (and ``/captioned``) is capped at :data:`MAX_INPUT` characters in generated cases
   (the server's own limit stays ``MAX_INPUT_CHARS``) so that schema-valid cases do not run long
   syntheses. ``input`` has no ``maxLength`` in the document, so the cap never turns a negative
   case into a valid one;
+* in positive cases with ``input_format: "ssml"``, ``input`` is wrapped (escaped) in ``<speak>``:
+  a schema cannot say "well-formed SSML", and the server rightly refuses malformed markup (400);
 * in positive cases, the uploaded ``file`` (declared ``format: binary``, ``audio/*``) is a real WAV
   clip and the JSON ``audio``/``voice`` sources are a ``data:audio/wav`` URL of it: a schema cannot
   say "bytes that decode as audio", random bytes are not audio, and the server rightly refuses them
@@ -32,6 +34,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 import schemathesis
@@ -63,6 +66,7 @@ def _wav(seconds: float = 1.5, rate: int = 24_000) -> bytes:
 
 
 WAV = _wav()
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 DATA_URL = "data:audio/wav;base64," + base64.b64encode(WAV).decode()
 _UPLOADS = {"/v1/audio/voices", "/v1/audio/analyze"}
 
@@ -77,9 +81,15 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
     body = case.body
     if not isinstance(body, dict):
         return case
-    if case.path == "/v1/audio/speech":
+    if case.path in ("/v1/audio/speech", "/v1/audio/speech/captioned"):
         if isinstance(body.get("input"), str):
             body["input"] = body["input"][:MAX_INPUT]
+            if positive and body.get("input_format") == "ssml":
+                # a schema cannot say "well-formed SSML": the generated text becomes the content of
+                # a <speak> document (escaped), so the SSML path still runs on it
+                text = _NOT_XML.sub("", body["input"])
+                text = text if re.search(r"\w", text) else "0"  # nothing to speak is a 400 too
+                body["input"] = "<speak>" + xml_escape(text) + "</speak>"
         seed = body.get("seed")
         if positive and isinstance(seed, int) and seed > SEED_MAX:
             # the generator reads ``maximum: 2**63-1`` through a float and overshoots it by a few
