@@ -55,9 +55,9 @@ MEMORY_NOTES = [
     "with the square of the frames: +350 MB over the loaded engine for the 16 s chunk. This is the "
     "growth with the text; shorter chunks are the lever (it changes the audio, so it is the "
     "pipeline owner's call).",
-    "* Speed at ~16 s follows from the same difference: one 1,660-frame decoder pass costs more "
-    "per output second than five ~540-frame passes (attention is quadratic), which is why the 16 s "
-    "speed ratio is below the 5 s one.",
+    "* Speed: not resolved here. The runs of 2026-11-29 had load averages of 8-15 on the 2 shared "
+    "cores and one sample per cell; the same cell moved by up to 2x between runs (1 thread ~16 s: "
+    "0.82x in the first run, 1.48x in the second), so the speed ratios above are noise-dominated.",
     "* Loaded engine: 430 MB (of which 81 MB the Python imports of the server) vs sherpa-onnx 326 MB.",
     "* Vocoder: the numpy Vocos on the whole 16 s mel adds 26 MB at its peak: not worth windowing.",
 ]
@@ -68,7 +68,7 @@ RSS_REASON = (
     "Vocos) and our decoder runs one chunk of up to 25 s where sherpa-onnx runs clause by clause "
     "(see the notes under the Peers table)"
 )
-SPEED_REASON = "one long chunk vs sherpa-onnx's short clauses (quadratic attention)"
+SPEED_REASON = "one sample per cell under heavy shared load: the same cell moved by up to 2x between runs"
 
 
 # --------------------------------------------------------------------------------------------------
