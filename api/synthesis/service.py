@@ -28,8 +28,9 @@ from api.audio.clip import resample
 from api.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
 from api.auth import DEFAULT_NAMESPACE
 from api.captions.align import align_audio
+from api.captions.kokoro_timing import KokoroTimer
 from api.captions.words import TextWord, TimedWord, split_words
-from api.engines.base import AudioChunk, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
+from api.engines.base import AudioChunk, PresetVoice, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
 from api.engines.registry import EngineRegistry
 from api.errors import APIError, InvalidRequestError, ServiceUnavailableError
 from api.limits.base import UsageLimits
@@ -229,6 +230,8 @@ class SpeechService:
         self.metrics = metrics or Metrics()
         self.rtf = rtf or RTFTracker()
         self._aligner: Transcriber | None = None
+        self._timer: KokoroTimer | None = None
+        self._timer_tried = False
         self._aligner_lock = threading.Lock()
         self._producers = 0  # producer threads running (streams, including abandoned ones finishing a chunk)
         self._producers_lock = threading.Lock()
@@ -475,6 +478,21 @@ class SpeechService:
                 chunks, voice, options, known = plan.chunks, plan.voice, plan.options, plan.chunk_words
             else:
                 chunks, voice, options, known = part.chunks, part.voice, part.options, part.words
+            timer = self.kokoro_timer(plan.engine) if plan.timestamps else None
+            if timer is not None and isinstance(voice, PresetVoice):
+                for i, text in enumerate(chunks):
+                    if cancel is not None and cancel.is_set():
+                        return
+                    if not text.strip():
+                        continue
+                    words = known[i] if known is not None and i < len(known) else []
+                    timed_chunk = self.kokoro_chunk(timer, plan.engine, text, voice, options, words, t)
+                    if on_chunk is not None:
+                        on_chunk()
+                    rate, channels = rate or timed_chunk.sample_rate, channels or timed_chunk.channels
+                    t += timed_chunk.duration
+                    yield timed_chunk
+                continue
             for i, chunk in enumerate(plan.engine.synthesize(chunks, voice, options)):
                 if on_chunk is not None:
                     on_chunk()
@@ -508,6 +526,61 @@ class SpeechService:
                         cpu_threads=s.num_threads,
                     )
             return self._aligner
+
+    def kokoro_timer(self, engine: SpeechEngine) -> KokoroTimer | None:
+        """Kokoro's own durations (:class:`KokoroTimer`, built once on the engine's weights) for an
+        engine that has them (Kokoro: ``style``, ``language_for`` and its weight paths); ``None``
+        otherwise or when the model cannot report durations (then Whisper aligns)."""
+        paths = getattr(engine, "_paths", None)
+        if paths is None or not hasattr(engine, "style") or not hasattr(engine, "language_for"):
+            return None
+        with self._aligner_lock:
+            if not self._timer_tried:
+                self._timer_tried = True
+                try:
+                    found = paths(fetch=True)
+                    if found is not None:
+                        model, voices = found
+                        self._timer = KokoroTimer.from_paths(
+                            model, voices, self.settings.cache_dir, threads=self.settings.num_threads
+                        )
+                except Exception:  # no durations in this model: Whisper aligns instead
+                    log.warning("Kokoro durations unavailable; word timings from Whisper", exc_info=True)
+            return self._timer
+
+    def kokoro_chunk(
+        self,
+        timer: KokoroTimer,
+        engine: Any,
+        text: str,
+        voice: PresetVoice,
+        options: SynthesisOptions,
+        words: list[TextWord],
+        offset: float,
+    ) -> TimedChunk:
+        """One chunk of Kokoro speech with its words timed by the model's predicted durations."""
+        lang = engine.language_for(voice.name, options.lang)
+        style = engine.style(voice.name)  # an unknown voice is the engine's 400
+        try:
+            audio, rate, timed = timer.synthesize(
+                text, style, speed=float(options.speed), lang=lang, time_offset=offset
+            )
+        except Exception:  # the durations could not be mapped: the plain engine, aligned by Whisper
+            log.warning("Kokoro durations failed for a chunk; Whisper aligns it", exc_info=True)
+            plain = next(iter(engine.synthesize([text], voice, options)))
+            return TimedChunk(
+                plain.samples, plain.sample_rate, self.time_words(plain, words, offset, options.lang)
+            )
+        chunk = AudioChunk(np.asarray(audio, dtype=np.float32).reshape(1, -1), rate)
+        if len(timed) == len(words):
+            end = offset + chunk.duration
+            out = tuple(
+                TimedWord(k.text, min(w.start, end), min(max(w.end, w.start), end), k.char_start, k.char_end)
+                for k, w in zip(words, timed, strict=True)
+            )
+        else:
+            out = self.time_words(chunk, words, offset, options.lang)
+        return TimedChunk(chunk.samples, rate, out)
 
     def time_words(
         self, chunk: AudioChunk, words: list[TextWord], offset: float, lang: str | None
