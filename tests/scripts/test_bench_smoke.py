@@ -184,9 +184,11 @@ def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a tiny ONNX export, a venv, two workers and two servers on a shared machine
 def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
-    """Torch-free section, --quick (tiny checkpoints, 2 steps): one process without torch (a venv made
-    by ``uv sync --frozen --no-dev``) and one with it, interleaved; cold start through the real server."""
+    """Torch-free section, --quick (tiny checkpoints, 2 steps): the ONNX engine in a venv made by
+    ``uv sync --frozen --no-dev`` (no torch) and the same engine with torch importable, interleaved;
+    cold start through the real server for each."""
     import shutil
 
     if shutil.which("uv") is None:
@@ -211,7 +213,7 @@ def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
         str(js),
     ]
     env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=850, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(js.read_text())["sections"]["torch_free"]
     assert res["torch_free_mode"] == "venv"
