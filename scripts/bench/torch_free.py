@@ -505,7 +505,9 @@ def render(res: dict[str, Any]) -> str:
         torch_in = "imported" if r.get("torch_loaded") else "not imported"
         if r.get("torch_blocked"):
             torch_in = "not installed" if res.get("torch_free_mode") == "venv" else "blocked"
-        first = num(cold.get("first_audio_s")) if "error" not in cold else f"error: {cold['error'][:80]}"
+        first = num(cold.get("first_audio_s")) if cold else "not run"
+        if "error" in cold:
+            first = f"error: {cold['error'][:80]}"
         out.append(
             f"| {r['backend']} | {r['steps']} | {r['config']} | {torch_in} | {r.get('runtime') or '–'} "
             f"| {num(r.get('audio_s'))} | {r.get('repeats', '–')} | {fmt(r.get('rtf'))} "
