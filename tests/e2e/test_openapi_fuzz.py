@@ -87,7 +87,7 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
             if positive and body.get("input_format") == "ssml":
                 # a schema cannot say "well-formed SSML": the generated text becomes the content of
                 # a <speak> document (escaped), so the SSML path still runs on it
-                text = _NOT_XML.sub("", body["input"])
+                text = _NOT_XML.sub("", str(body["input"]))
                 text = text if re.search(r"\w", text) else "0"  # nothing to speak is a 400 too
                 body["input"] = "<speak>" + xml_escape(text) + "</speak>"
         seed = body.get("seed")
