@@ -45,7 +45,7 @@ def configure_process(settings: Settings) -> TorchProcessSettings:
     with _lock:
         _wanted = wanted
         _applied = False
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         torch_imported()
     return wanted
 
@@ -54,7 +54,7 @@ def torch_imported() -> None:
     """Hook for engines, called right after ``import torch``: apply the app's settings (once)."""
     global _applied
     with _lock:
-        if _wanted is None or _applied or "torch" not in sys.modules:
+        if _wanted is None or _applied or sys.modules.get("torch") is None:
             return
         import torch
 
