@@ -17,7 +17,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,9 +27,8 @@ from api.voices.store import (
     VoiceMeta,
     VoicePage,
     is_voice_id,
-    new_voice_id,
+    new_voice,
     quota_error,
-    validate_name,
 )
 
 log = logging.getLogger(__name__)
@@ -263,23 +261,14 @@ class PostgresVoiceStore:
         import psycopg
         from psycopg.types.json import Jsonb
 
-        validate_name(name)
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 2 or samples.shape[1] == 0 or not 1 <= samples.shape[0] <= 8:
-            raise InvalidRequestError("Voice audio must be (channels, samples) and not empty.", param="file")
-        if sample_rate <= 0:
-            raise InvalidRequestError("Invalid sample rate.", param="file")
-        meta = VoiceMeta(
-            id=new_voice_id(),
-            name=name,
-            owner=owner,
-            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-            duration=round(samples.shape[1] / sample_rate, 6),
-            sample_rate=int(sample_rate),
-            channels=int(samples.shape[0]),
+        samples, meta = new_voice(
+            owner,
+            name,
+            samples,
+            sample_rate,
             transcript=transcript,
-            transcript_source=transcript_source if transcript is not None else None,
-            quality=dict(quality or {}),
+            transcript_source=transcript_source,
+            quality=quality,
         )
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").T.tobytes()
 

@@ -153,6 +153,39 @@ class VoicePage:
     has_more: bool = False
 
 
+def new_voice(
+    owner: str,
+    name: str,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    transcript: str | None = None,
+    transcript_source: TranscriptSource | None = None,
+    quality: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, VoiceMeta]:
+    """Check a new voice's name and audio (400s) and build its metadata with a fresh id; every store
+    calls this first, so all of them accept and describe voices alike."""
+    validate_name(name)
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 2 or samples.shape[1] == 0 or not 1 <= samples.shape[0] <= 8:
+        raise InvalidRequestError("Voice audio must be (channels, samples) and not empty.", param="file")
+    if sample_rate <= 0:
+        raise InvalidRequestError("Invalid sample rate.", param="file")
+    meta = VoiceMeta(
+        id=new_voice_id(),
+        name=name,
+        owner=owner,
+        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        duration=round(samples.shape[1] / sample_rate, 6),
+        sample_rate=int(sample_rate),
+        channels=int(samples.shape[0]),
+        transcript=transcript,
+        transcript_source=transcript_source if transcript is not None else None,
+        quality=dict(quality or {}),
+    )
+    return samples, meta
+
+
 class VoiceStore(Protocol):
     """Where registered voices live. ``owner`` is a namespace; ``admin=True`` spans all of them.
 
@@ -490,12 +523,15 @@ class FileVoiceStore:
         quality: Mapping[str, Any] | None = None,
     ) -> VoiceMeta:
         _check_namespace(owner)
-        validate_name(name)
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 2 or samples.shape[1] == 0 or not 1 <= samples.shape[0] <= 8:
-            raise InvalidRequestError("Voice audio must be (channels, samples) and not empty.", param="file")
-        if sample_rate <= 0:
-            raise InvalidRequestError("Invalid sample rate.", param="file")
+        samples, meta = new_voice(
+            owner,
+            name,
+            samples,
+            sample_rate,
+            transcript=transcript,
+            transcript_source=transcript_source,
+            quality=quality,
+        )
         with self._mutating():
             self._refresh()  # another process may have written since: the lock makes this exact
             with self._index_lock:
@@ -507,19 +543,7 @@ class FileVoiceStore:
                 raise quota_error(self.max_per_namespace)
             ns_dir = self.root / owner
             ns_dir.mkdir(exist_ok=True)
-            voice_id = new_voice_id()
-            meta = VoiceMeta(
-                id=voice_id,
-                name=name,
-                owner=owner,
-                created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                duration=round(samples.shape[1] / sample_rate, 6),
-                sample_rate=int(sample_rate),
-                channels=int(samples.shape[0]),
-                transcript=transcript,
-                transcript_source=transcript_source if transcript is not None else None,
-                quality=dict(quality or {}),
-            )
+            voice_id = meta.id
             tmp = ns_dir / f".tmp-{voice_id}-{secrets.token_hex(4)}"
             tmp.mkdir()
             try:
