@@ -187,8 +187,9 @@ def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
 @pytest.mark.timeout(900)  # a tiny ONNX export, a venv, two workers and two servers on a shared machine
 def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
     """Torch-free section, --quick (tiny checkpoints, 2 steps): the ONNX engine in a venv made by
-    ``uv sync --frozen --no-dev`` (no torch) and the same engine with torch importable, interleaved;
-    cold start through the real server for each."""
+    ``uv sync --frozen --no-dev`` (no torch) and the same engine with torch importable, interleaved.
+    Cold start is left out here (CI time): the real server from that venv is started and timed by
+    tests/e2e/test_torch_free_venv.py."""
     import shutil
 
     if shutil.which("uv") is None:
@@ -204,7 +205,8 @@ def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
         "--torch-free-configs",
         "int8,int8-torch",
         "--repeats",
-        "2",
+        "1",
+        "--torch-free-no-cold",
         "--cache-dir",
         str(tmp_path / "cache"),
         "--md",
@@ -221,11 +223,8 @@ def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
     assert (free["config"], dev["config"]) == ("onnx-int8 torch-free", "onnx-int8 torch importable")
     for row in (free, dev):
         assert row["status"] == "ok", row["status"]
-        assert row["repeats"] == 2 and row["rtf"]["n"] == 2 and row["audio_s"] > 0
+        assert row["repeats"] == 1 and row["rtf"]["n"] == 1 and row["audio_s"] > 0
         assert row["runtime"] == "onnx-int8 (cpu)" and row["peak_rss_mb"] > 0
-        cold = row["cold"]
-        assert "error" not in cold, cold
-        assert 0 < cold["listening_s"] < cold["first_audio_s"] <= cold["total_s"] and cold["audio_s"] > 0
     assert free["torch_loaded"] is False  # the torch-free process really ran without torch
     text = md.read_text()
     assert "## Torch-free" in text and "onnx-int8 torch-free | not installed" in text
