@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import soak
+
 DEFAULT_TEXT = (
     "The quick brown fox jumps over the lazy dog. "
     "Load testing keeps the server honest about latency under pressure."
@@ -138,53 +139,13 @@ async def run(args: argparse.Namespace, pid: int | None) -> dict[str, object]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def spawn_server(concurrency: int, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the server (Kokoro, MAX_CONCURRENCY = client concurrency) and wait until /ready."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MAX_CONCURRENCY": str(concurrency),
-        "MAX_QUEUE": str(max(8, concurrency)),
-        "ALLOW_DOWNLOADS": os.environ.get("ALLOW_DOWNLOADS", "false"),
-        "VOICES_DIR": str(log_dir / "voices"),
-    }
-    log = (log_dir / f"server-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early; log in {log.name}")
-        try:
-            if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server not ready after 180 s")
+    env = {"MAX_CONCURRENCY": str(concurrency), "MAX_QUEUE": str(max(8, concurrency))}
+    try:
+        return soak.spawn_server(log_dir, env)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
