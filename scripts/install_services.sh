@@ -18,24 +18,10 @@ if [ ${#need[@]} -eq 0 ]; then
   echo "install_services: redis-server and PostgreSQL present"
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install_services: missing ${need[*]} and apt-get not found; install them yourself" >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "install_services: need root (or sudo) to apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
-# --no-install-recommends: the binaries only; the tests start their own servers in temp dirs
-$SUDO apt-get install -y --no-install-recommends "${need[@]}"
+bash "$(dirname "$0")/apt_install.sh" install_services "${need[@]}"
 # Debian starts the packaged services; the tests never use them
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO service redis-server stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true
 echo "install_services: installed ${need[*]}"
