@@ -16,6 +16,7 @@ import yaml
 from torch import Tensor, nn
 
 from api.zipvoice.features import MelSpectrogram, log_mel
+from api.zipvoice.vocos_np import init_args
 
 
 class MelSpectrogramFeatures(nn.Module):
@@ -158,31 +159,11 @@ class Vocos(nn.Module):
         return self.decode(self.feature_extractor(audio))
 
 
-_EXPECTED = {
-    "feature_extractor": "MelSpectrogramFeatures",
-    "backbone": "VocosBackbone",
-    "head": "ISTFTHead",
-}
-
-
-def _init_args(config: dict[str, Any], section: str) -> dict[str, Any]:
-    entry = config.get(section)
-    if not isinstance(entry, dict):
-        raise ValueError(f"vocos config: missing section {section!r}")
-    class_path = str(entry.get("class_path", ""))
-    if class_path.rsplit(".", 1)[-1] != _EXPECTED[section]:
-        raise ValueError(f"vocos config: unsupported {section} class {class_path!r}")
-    args = entry.get("init_args") or {}
-    if not isinstance(args, dict):
-        raise ValueError(f"vocos config: bad init_args for {section}")
-    return dict(args)
-
-
 def build_vocos(config: dict[str, Any]) -> Vocos:
     """Construct an (uninitialised) Vocos from a parsed ``config.yaml``."""
-    fe_args = _init_args(config, "feature_extractor")
-    bb_args = _init_args(config, "backbone")
-    head_args = _init_args(config, "head")
+    fe_args = init_args(config, "feature_extractor")
+    bb_args = init_args(config, "backbone")
+    head_args = init_args(config, "head")
     if bb_args.pop("adanorm_num_embeddings", None) is not None:
         raise ValueError("vocos config: AdaLayerNorm backbones are not supported")
     feature_extractor = MelSpectrogramFeatures(**fe_args)

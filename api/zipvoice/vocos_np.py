@@ -40,7 +40,7 @@ import yaml
 from api.zipvoice.features_np import MelSpectrogram, log_mel
 from api.zipvoice.torch_pickle import load_state_dict
 
-__all__ = ["NumpyVocos", "erf", "gelu", "istft", "load_numpy_vocos", "parse_config"]
+__all__ = ["NumpyVocos", "erf", "gelu", "init_args", "istft", "load_numpy_vocos", "parse_config"]
 
 _EXPECTED = {
     "feature_extractor": "MelSpectrogramFeatures",
@@ -52,7 +52,8 @@ _MLP_ROWS = 256  # time steps per pointwise-MLP block
 _MAG_MAX = np.float32(1e2)
 
 
-def _init_args(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+def init_args(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """A section's ``init_args`` of a Vocos ``config.yaml``, its class checked (shared with ``vocos.py``)."""
     entry = config.get(section)
     if not isinstance(entry, dict):
         raise ValueError(f"vocos config: missing section {section!r}")
@@ -74,10 +75,10 @@ def parse_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "n_mels": 100,
         "padding": "center",
     }
-    fe.update(_init_args(config, "feature_extractor"))
-    bb = _init_args(config, "backbone")
+    fe.update(init_args(config, "feature_extractor"))
+    bb = init_args(config, "backbone")
     head: dict[str, Any] = {"padding": "center"}
-    head.update(_init_args(config, "head"))
+    head.update(init_args(config, "head"))
     if bb.pop("adanorm_num_embeddings", None) is not None:
         raise ValueError("vocos config: AdaLayerNorm backbones are not supported")
     if fe["padding"] != "center" or head["padding"] != "center":
