@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -145,3 +145,16 @@ class SpeechEngine(Protocol):
     def synthesize(self, chunks: list[str], voice: Voice, options: SynthesisOptions) -> Iterator[AudioChunk]:
         """Yield audio for each text chunk in order. Runs in a worker thread; may block."""
         ...
+
+
+@runtime_checkable
+class WordTimedEngine(Protocol):
+    """An engine whose model reports its own word durations (Kokoro). ``word_timer()`` builds the
+    timer once on the engine's weights; ``None`` when this model cannot report them (then word
+    timings come from forced alignment)."""
+
+    def word_timer(self) -> Any: ...
+
+    def style(self, spec: str) -> np.ndarray: ...
+
+    def language_for(self, spec: str, lang: str | None) -> str: ...

@@ -82,6 +82,7 @@ class KokoroEngine:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._model: LoadOnce[tuple[Any, list[str]]] = LoadOnce(self._build)
+        self._timer: LoadOnce[Any] = LoadOnce(self._build_timer)
 
     # -- assets ---------------------------------------------------------------------------
     def _paths(self, *, fetch: bool) -> tuple[Path, Path] | None:
@@ -156,6 +157,25 @@ class KokoroEngine:
         names = sorted(voices.files if hasattr(voices, "files") else voices.keys())
         log.info("kokoro loaded: %d voices", len(names))
         return kokoro, names
+
+    def word_timer(self) -> Any:
+        """Word timings from the model's own predicted durations (:class:`KokoroTimer`, built once on
+        these weights), or ``None`` when this model cannot report them (Whisper aligns instead)."""
+        return self._timer.get()
+
+    def _build_timer(self) -> Any:
+        from api.captions.kokoro_timing import KokoroTimer
+
+        try:
+            paths = self._paths(fetch=True)
+            if paths is None:
+                return None
+            return KokoroTimer.from_paths(
+                paths[0], paths[1], self._settings.cache_dir, threads=self._settings.num_threads
+            )
+        except Exception:  # no durations in this model: Whisper aligns instead
+            log.warning("Kokoro durations unavailable; word timings from Whisper", exc_info=True)
+            return None
 
     def preset_voices(self) -> list[str]:
         return list(self._model.get()[1])

@@ -30,7 +30,15 @@ from api.auth import DEFAULT_NAMESPACE
 from api.captions.align import align_audio
 from api.captions.kokoro_timing import KokoroTimer
 from api.captions.words import TextWord, TimedWord, split_words
-from api.engines.base import AudioChunk, PresetVoice, ReferenceVoice, SpeechEngine, SynthesisOptions, Voice
+from api.engines.base import (
+    AudioChunk,
+    PresetVoice,
+    ReferenceVoice,
+    SpeechEngine,
+    SynthesisOptions,
+    Voice,
+    WordTimedEngine,
+)
 from api.engines.registry import EngineRegistry
 from api.errors import APIError, InvalidRequestError, ServiceUnavailableError
 from api.limits.base import UsageLimits
@@ -230,8 +238,6 @@ class SpeechService:
         self.metrics = metrics or Metrics()
         self.rtf = rtf or RTFTracker()
         self._aligner: Transcriber | None = None
-        self._timer: KokoroTimer | None = None
-        self._timer_tried = False
         self._aligner_lock = threading.Lock()
         self._producers = 0  # producer threads running (streams, including abandoned ones finishing a chunk)
         self._producers_lock = threading.Lock()
@@ -527,26 +533,14 @@ class SpeechService:
                     )
             return self._aligner
 
-    def kokoro_timer(self, engine: SpeechEngine) -> KokoroTimer | None:
-        """Kokoro's own durations (:class:`KokoroTimer`, built once on the engine's weights) for an
-        engine that has them (Kokoro: ``style``, ``language_for`` and its weight paths); ``None``
-        otherwise or when the model cannot report durations (then Whisper aligns)."""
-        paths = getattr(engine, "_paths", None)
-        if paths is None or not hasattr(engine, "style") or not hasattr(engine, "language_for"):
+    @staticmethod
+    def kokoro_timer(engine: SpeechEngine) -> KokoroTimer | None:
+        """The engine's own word durations when it has them (:class:`WordTimedEngine`: Kokoro);
+        ``None`` otherwise or when its model cannot report durations (then Whisper aligns)."""
+        if not isinstance(engine, WordTimedEngine):
             return None
-        with self._aligner_lock:
-            if not self._timer_tried:
-                self._timer_tried = True
-                try:
-                    found = paths(fetch=True)
-                    if found is not None:
-                        model, voices = found
-                        self._timer = KokoroTimer.from_paths(
-                            model, voices, self.settings.cache_dir, threads=self.settings.num_threads
-                        )
-                except Exception:  # no durations in this model: Whisper aligns instead
-                    log.warning("Kokoro durations unavailable; word timings from Whisper", exc_info=True)
-            return self._timer
+        timer: KokoroTimer | None = engine.word_timer()
+        return timer
 
     def kokoro_chunk(
         self,
