@@ -226,6 +226,8 @@ class Settings(BaseSettings):
     """Directory with the Vocos vocoder (config.yaml, pytorch_model.bin)."""
     zipvoice_max_chunk_seconds: float = 25.0
     """Longest prompt + chunk duration handed to the model in one go; long text is split to fit."""
+    zipvoice_onnx_chunk_seconds: float = Field(default=10.0, gt=0)
+    """Longest prompt + chunk (seconds) the torch-free ONNX engine decodes in one pass; longer text becomes several cross-faded passes cut at punctuation. Memory grows with the square of a pass (upstream's 25 s: +350 MB at 16 s of output); lower saves memory, higher keeps more context."""
     zipvoice_remove_long_silence: bool = False
     """Shorten long pauses inside ZipVoice output (edge silence is always trimmed)."""
     prompt_cache_size: int = 32

@@ -206,7 +206,10 @@ class ZipVoiceEngine:
         tokenizer = get_tokenizer(self.defaults.tokenizer, tokens)
         extractor, vocoder, frontend = load_array_frontend(vocos_dir)
         log.info("%s loaded (%s, %s front-end) from %s", self.variant, choice.label, frontend, onnx_dir)
-        return NumpyZipVoicePipeline(model, tokenizer, vocoder, extractor)
+        # clause-scale decoder passes: the decoder's memory grows with the square of a pass's frames
+        return NumpyZipVoicePipeline(
+            model, tokenizer, vocoder, extractor, chunk_target_s=s.zipvoice_onnx_chunk_seconds
+        )
 
     def _load_torch(self, choice: EngineChoice) -> Any:
         import torch  # noqa: F401  (imported before torch_imported() applies the app's settings)

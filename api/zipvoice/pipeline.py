@@ -379,11 +379,14 @@ class NumpyZipVoicePipeline:
         *,
         target_rms: float = TARGET_RMS,
         feat_scale: float = FEAT_SCALE,
+        chunk_target_s: float = CHUNK_TARGET_S,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.vocoder = vocoder
         self.extractor = extractor
+        #: prompt + chunk seconds per decoder pass (memory grows with its square; the engine bounds it)
+        self.chunk_target_s = chunk_target_s
         self.num_channels = 1
         self.target_rms = target_rms
         self.feat_scale = feat_scale

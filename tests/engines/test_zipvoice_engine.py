@@ -106,3 +106,38 @@ def test_remove_long_silence_setting_reaches_the_pipeline(
     monkeypatch.setattr(engine._settings, "zipvoice_remove_long_silence", True)
     list(engine.synthesize(["Pause test."], voice, SynthesisOptions(seed=1, num_steps=2)))
     assert seen == [True]
+
+
+def test_onnx_chunk_setting_bounds_the_decoder_passes(reference_dir: Path, voice: ReferenceVoice) -> None:
+    """ZIPVOICE_ONNX_CHUNK_SECONDS reaches the torch-free pipeline: with a bound below the prompt's
+    own length every clause is its own decoder pass (upstream's 25 s would give one pass)."""
+    pytest.importorskip("onnxruntime")
+    from api.zipvoice.pipeline import NumpyZipVoicePipeline
+
+    settings = Settings(
+        zipvoice_model_dir=reference_dir / "models",
+        vocos_model_dir=reference_dir / "vocos-mel-24khz-tiny",
+        allow_downloads=False,
+        engine="onnx",
+        num_threads=1,
+        zipvoice_onnx_chunk_seconds=1.0,
+    )
+    e = ZipVoiceEngine(settings, "zipvoice_distill")
+    e.load()
+    pipe = e._pipeline
+    assert isinstance(pipe, NumpyZipVoicePipeline) and pipe.chunk_target_s == 1.0
+    frames: list[int] = []
+    original = pipe.model.sample_chunk
+
+    def spy(
+        tokens: object, prompt_tokens: object, prompt_features: object, *args: object, **kw: object
+    ) -> object:
+        out = original(tokens, prompt_tokens, prompt_features, *args, **kw)  # type: ignore[arg-type]
+        frames.append(int(np.asarray(prompt_features).shape[0]) + int(np.asarray(out).shape[0]))
+        return out
+
+    pipe.model.sample_chunk = spy  # type: ignore[method-assign, assignment]
+    text = "One clause here, another clause there, and a third clause to end it."
+    (chunk,) = e.synthesize([text], voice, SynthesisOptions(seed=1, num_steps=1))
+    assert len(frames) == 3
+    assert chunk.samples.shape[-1] > 0

@@ -198,3 +198,21 @@ def test_imports_are_lazy(token_file: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_english_text_leaves_the_chinese_frontend_unloaded(token_file: Path) -> None:
+    """English text must not load jieba's dictionary or pypinyin (tens of MB resident for the
+    life of the process); the first Chinese text does."""
+    code = (
+        "import sys\n"
+        "from api.zipvoice.tokenizer import get_tokenizer\n"
+        f"tok = get_tokenizer('emilia', {str(token_file)!r})\n"
+        "assert tok.texts_to_tokens(['Hello there, it is 10:30 on May 5th.'])[0]\n"
+        "print(sorted({'jieba', 'pypinyin', 'cn2an'} & set(sys.modules)))\n"
+        "tok.texts_to_tokens(['你好'])\n"
+        "print(sorted({'jieba', 'pypinyin'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["[]", "['jieba', 'pypinyin']"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from api.zipvoice.runtime.heap import release_free_heap
+
 
 def _module(name: str) -> Any | None:
     try:
@@ -67,7 +69,9 @@ def load_array_frontend(vocos_dir: Path) -> tuple[Any, Any, str]:
     features_np = _module("api.zipvoice.features_np")
     vocos_np = _module("api.zipvoice.vocos_np")
     if features_np is not None and vocos_np is not None:
-        return _numpy_fbank(features_np), vocos_np.NumpyVocos.from_dir(vocos_dir), "numpy"
+        vocoder = vocos_np.NumpyVocos.from_dir(vocos_dir)
+        release_free_heap()  # the state dict and its transposed copies were temporaries (~50 MB)
+        return _numpy_fbank(features_np), vocoder, "numpy"
     if importlib.util.find_spec("torch") is None:
         raise ImportError(
             "the torch-free vocoder (api.zipvoice.vocos_np) is missing and torch is not installed"

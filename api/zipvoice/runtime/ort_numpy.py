@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from api.zipvoice.runtime.heap import release_free_heap
 from api.zipvoice.sampling import SamplerOptions
 
 log = logging.getLogger(__name__)
@@ -302,5 +303,8 @@ def load_onnx_dir(
         read_model_json(directory)
     text = make_session(directory / text_name, num_threads, device)
     fm = make_session(directory / fm_name, num_threads, device)
+    # ORT parsed each graph's protobuf and copied its initializers: the freed parse buffers stay
+    # in the C heap unless trimmed (int8 decoder, 122 MB file: 330 -> 269 MB resident)
+    release_free_heap()
     log.info("ONNX %s sessions from %s (%s)", precision, directory, ", ".join(fm.get_providers()))
     return OnnxZipVoice(text, fm, name=f"onnx-{precision}")
