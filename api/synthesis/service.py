@@ -179,7 +179,9 @@ class SpeechResult:
 
 def split_for(engine: SpeechEngine, text: str, *, streaming: bool) -> list[str]:
     """The text chunks ``engine`` gets (blocking, linear time): whole for ``whole_text`` engines, else
-    sentences up to ``max_chunk_chars``, the first clause alone when streaming (a quick first chunk)."""
+    sentences packed up to ``max_chunk_chars``. Streaming: the first chunk is a short lead (a short
+    first sentence, or the first clause of a long one, at least a few words: ``lead_of``), so first
+    audio waits for one clause; the rest is packed as for a whole file."""
     if engine.whole_text:
         return [text]
     return split_text(text, engine.max_chunk_chars, first_alone=streaming)
