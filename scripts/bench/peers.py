@@ -12,8 +12,10 @@ noise hits both. Same full-size random-weight int8 graphs (``zipvoice-export --s
 is recomputed on every request on both sides. Ours runs through :class:`ZipVoiceEngine` (the
 server's path; torch is not imported) and sherpa-onnx through ``sherpa_onnx.OfflineTts``.
 
-Upstream (k2-fsa/ZipVoice) rows need a checkout (``--upstream-src``) and a scratch venv with
-torch and a torchaudio stand-in; they are not automated here and are reported as "not run".
+With ``--upstream-src`` (a k2-fsa/ZipVoice checkout) the loop also runs our PyTorch engine
+(``ENGINE=torch``), upstream's PyTorch inference and upstream's ONNX inference on the same files
+(order: ours-torch, upstream-torch, ours, upstream-onnx, sherpa), plus zipvoice (16 steps) PyTorch
+rows; upstream runs in a scratch venv the harness builds (see ``scripts/bench/upstream.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from bench_lib.assets import PROMPT_TEXT, ensure_assets, prompt_wav
 from bench_lib.stats import fmt, summary
 
+from . import upstream
 from .harness import REPO_ROOT, ZV_SHORT, NoteOf, log, main_for, num, rss_now_mb, section, text_of
 
 VARIANT = "zipvoice_distill"
@@ -224,13 +227,15 @@ def prepare(cfg: argparse.Namespace) -> tuple[Path, Path]:
 
 def run(cfg: argparse.Namespace) -> dict[str, Any]:
     onnx_dir, vocos_dir = prepare(cfg)
+    up = upstream.setup(cfg, onnx_dir, vocos_dir)
+    order = upstream.sides(up)
     rows: list[dict[str, Any]] = []
     for threads in cfg.peer_threads:
         for label in cfg.peer_outputs:
             text = text_of(OUTPUTS[label])
-            sides: dict[str, list[dict[str, Any]]] = {"ours": [], "sherpa": []}
+            sides: dict[str, list[dict[str, Any]]] = {side: [] for side in order}
             for rep in range(cfg.repeats):
-                for side in ("ours", "sherpa") if rep % 2 == 0 else ("sherpa", "ours"):
+                for side in order if rep % 2 == 0 else order[::-1]:
                     spec = {
                         "side": side,
                         "threads": threads,
@@ -240,7 +245,10 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
                         "vocos_dir": str(vocos_dir),
                         "cache_dir": str(cfg.cache_dir),
                     }
-                    res = run_worker(spec, timeout=cfg.worker_timeout)
+                    if up is not None and side in upstream.SIDES:
+                        res = upstream.measure(up, spec)
+                    else:
+                        res = run_worker(spec, timeout=cfg.worker_timeout)
                     log(
                         f"peers: {side} {threads}t {label}: rtf {num(res.get('rtf'))} peak {num(res.get('peak_rss_mb'), 0)} MB {res.get('error', '')}"
                     )
@@ -266,13 +274,11 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
                 row["speed_ratio"] = s["rtf"]["median"] / o["rtf"]["median"]
             if o["peak_rss_mb"].get("median") and s["peak_rss_mb"].get("median"):
                 row["rss_ratio"] = o["peak_rss_mb"]["median"] / s["peak_rss_mb"]["median"]
+            upstream.add_ratios(row)
             rows.append(row)
-    upstream = (
-        "not run (no --upstream-src)" if not cfg.upstream_src else "not run (upstream rows not automated yet)"
-    )
     return {
         "rows": rows,
-        "upstream": upstream,
+        "upstream": upstream.finish(up, cfg, OUTPUTS),
         "variant": VARIANT,
         "precision": "int8",
         "onnx_dir": str(onnx_dir),
@@ -296,7 +302,7 @@ def render(res: dict[str, Any]) -> str:
         for side in ("ours", "sherpa"):
             if r[side]["errors"]:
                 lines.append(f"|  | {side} errors: {'; '.join(r[side]['errors'])} | | | | | | | |")
-    lines += ["", f"Upstream k2-fsa/ZipVoice (PyTorch and ONNX): {res['upstream']}.", "", *MEMORY_NOTES]
+    lines += ["", *upstream.render_lines(res, res["variant"], STEPS), "", *MEMORY_NOTES]
     return "\n".join(lines)
 
 
@@ -325,7 +331,7 @@ def goals(res: dict[str, Any], note_of: NoteOf) -> list[dict[str, Any]]:
                 "reason": "" if speed is None or speed >= GOAL_SPEED else f"{SPEED_REASON}; {note_of(dated)}",
             }
         )
-    return out
+    return out + upstream.goals(res, res.get("variant", VARIANT))
 
 
 def add_args(ap: Any) -> None:
@@ -333,6 +339,7 @@ def add_args(ap: Any) -> None:
     ap.add_argument("--peer-threads", default="1,2", help="thread counts of the peers rows")
     ap.add_argument("--peer-outputs", default=",".join(OUTPUTS), help="output lengths of the peers rows")
     ap.add_argument("--peers-reexport", action="store_true", help="rewrite vocos_24khz.onnx and lexicon.txt")
+    upstream.add_args(ap)
 
 
 def configure(cfg: argparse.Namespace) -> None:
