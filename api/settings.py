@@ -262,6 +262,10 @@ class Settings(BaseSettings):
     """Syntheses running at once."""
     max_queue: int = 8
     """Requests waiting for a synthesis slot; beyond this, 429."""
+    batch_max_size: int = Field(default=1, ge=1)
+    """Most ZipVoice sampler calls (text chunks of concurrent requests with the same model, steps, guidance and t_shift) run as one padded batch on the PyTorch engine. 1 = off. Requests keep their synthesis slots while batched, so set MAX_CONCURRENCY at least this high; the ONNX engine stays sequential."""
+    batch_window_ms: float = Field(default=20.0, ge=0, le=1000)
+    """How long the first sampler call of a batch waits for others to join (milliseconds); a batch starts earlier when full or when every request in the engine is waiting."""
     reference_concurrency: int = 2
     """Reference preparations (url+ fetch, decode, clean-up, Whisper) running at once; separate from synthesis slots."""
     reference_queue: int = 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,12 @@ from api.engines.base import (
     SynthesisOptions,
     Voice,
 )
-from api.errors import InvalidRequestError, ServiceUnavailableError
+from api.errors import InvalidRequestError, RateLimitError, ServiceUnavailableError
 from api.loading import LoadOnce
 from api.lru import LRUCache
 from api.runtime_env import torch_imported
 from api.settings import Settings
+from api.zipvoice.batching import BatchQueueFull, SampleCancelled, cancel_scope
 from api.zipvoice.runtime.select import (
     EngineChoice,
     RuntimeProbe,
@@ -169,7 +171,33 @@ class ZipVoiceEngine:
             raise ServiceUnavailableError(f"Backend '{self.variant}' is unavailable: {choice.reason}.")
         pipeline = self._load_array(choice) if self._uses_array_pipeline(choice) else self._load_torch(choice)
         self.runtime = choice.label
+        self._enable_batching(pipeline)
         return pipeline
+
+    def _enable_batching(self, pipeline: Any) -> None:
+        """Cross-request batching of the sampler calls (``BATCH_MAX_SIZE`` > 1, PyTorch model only;
+        see :mod:`api.zipvoice.batching`)."""
+        s = self._settings
+        enable = getattr(pipeline, "enable_batching", None)
+        if s.batch_max_size <= 1 or enable is None:
+            return
+        queue = 4 * max(s.batch_max_size, s.max_concurrency)
+        if enable(s.batch_window_ms / 1000.0, s.batch_max_size, queue):
+            log.info(
+                "%s: batching up to %d sampler calls within %g ms",
+                self.variant,
+                s.batch_max_size,
+                s.batch_window_ms,
+            )
+            if s.max_concurrency < s.batch_max_size:
+                log.warning(
+                    "BATCH_MAX_SIZE=%d but MAX_CONCURRENCY=%d: batches hold at most %d requests",
+                    s.batch_max_size,
+                    s.max_concurrency,
+                    s.max_concurrency,
+                )
+        else:
+            log.info("%s: batching not used with %s (runs sequentially)", self.variant, self.runtime)
 
     def _load_array(self, choice: EngineChoice) -> Any:
         """The torch-free path: ONNX Runtime sessions, numpy features, sampler and vocoder."""
@@ -319,24 +347,30 @@ class ZipVoiceEngine:
         self.load()
         prompt = self.prepared_prompt(voice)
         d = self.defaults
+        cancel = options.extra.get("cancel")  # the service's cancellation event (batched sampling)
         for i, text in enumerate(chunks):
             if not text.strip():
                 continue
             seed = None if options.seed is None else options.seed + i
             try:
-                result = self._pipeline.generate(
-                    text,
-                    voice.transcript,
-                    prompt,
-                    num_step=options.num_steps or d.num_steps,
-                    guidance_scale=d.guidance_scale
-                    if options.guidance_scale is None
-                    else options.guidance_scale,
-                    speed=options.speed,
-                    t_shift=options.t_shift or d.t_shift,
-                    seed=seed,
-                    remove_long_sil=self._settings.zipvoice_remove_long_silence,
-                )
+                with cancel_scope(cancel if isinstance(cancel, threading.Event) else None):
+                    result = self._pipeline.generate(
+                        text,
+                        voice.transcript,
+                        prompt,
+                        num_step=options.num_steps or d.num_steps,
+                        guidance_scale=d.guidance_scale
+                        if options.guidance_scale is None
+                        else options.guidance_scale,
+                        speed=options.speed,
+                        t_shift=options.t_shift or d.t_shift,
+                        seed=seed,
+                        remove_long_sil=self._settings.zipvoice_remove_long_silence,
+                    )
+            except SampleCancelled:  # the request went away while its chunk waited in a batch
+                return
+            except BatchQueueFull as exc:
+                raise RateLimitError(f"The server is busy: {exc}. Retry shortly.", retry_after=1) from exc
             except ValueError as exc:  # e.g. text that yields no tokens
                 raise InvalidRequestError(f"Cannot synthesize this input: {exc}", param="input") from exc
             wav = result.wav if isinstance(result.wav, np.ndarray) else result.wav.detach().cpu().numpy()

@@ -501,6 +501,8 @@ class SpeechService:
                     t += timed_chunk.duration
                     yield timed_chunk
                 continue
+            if cancel is not None:  # the engine may drop a cancelled request's waiting work (batching)
+                options = dataclasses.replace(options, extra={**options.extra, "cancel": cancel})
             for i, chunk in enumerate(plan.engine.synthesize(chunks, voice, options)):
                 if on_chunk is not None:
                     on_chunk()

@@ -15,6 +15,7 @@ The model, tokenizer and vocoder are duck-typed (see the Protocols below). Subcl
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,12 +33,14 @@ from api.zipvoice.audio_prep import (
     Vocoder,
     remove_silence_np,
 )
+from api.zipvoice.batching import SampleCancelled, current_cancel
 from api.zipvoice.sampling import SamplerOptions
 
 if TYPE_CHECKING:  # torch is imported where used: NumpyZipVoicePipeline runs without it
     import torch
     from torch import Tensor
 
+    from api.zipvoice.batching import Batcher, SampleJob
     from api.zipvoice.runtime.ort_numpy import OnnxZipVoice
 
 PUNCTUATION = frozenset({";", ":", ",", ".", "!", "?", "；", "：", "，", "。", "！", "？"})
@@ -182,6 +185,21 @@ class ZipVoicePipeline:
         self.max_duration = max_duration
         self.extractor = VocosFbank(num_channels=num_channels)
         self._sample_params = set(inspect.signature(model.sample).parameters)
+        #: cross-request batching of the sampler calls (:meth:`enable_batching`); ``None``: off
+        self.batcher: Batcher[SampleJob, tuple[Tensor, Tensor]] | None = None
+
+    def enable_batching(self, window_s: float, max_size: int, max_queue: int) -> bool:
+        """Run the sampler calls of concurrent :meth:`generate` calls as padded batches
+        (:mod:`api.zipvoice.batching`). Only the PyTorch model takes padding masks and an
+        injected ``x0``: with a graph runtime (ONNX/TensorRT, batch of one, no mask input) this
+        returns ``False`` and calls stay sequential."""
+        from api.zipvoice.batching import sample_batcher
+        from api.zipvoice.model.zipvoice import ZipVoice
+
+        if max_size <= 1 or not isinstance(self.model, ZipVoice):
+            return False
+        self.batcher = sample_batcher(self.model, window_s=window_s, max_size=max_size, max_queue=max_queue)
+        return True
 
     def prepare_prompt(
         self, wav: Tensor | str | Path | bytes, sampling_rate: int | None = None
@@ -222,6 +240,11 @@ class ZipVoicePipeline:
         )
 
     def _sample(self, kwargs: dict[str, Any], generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        if self.batcher is not None:
+            from api.zipvoice.batching import make_job
+
+            job = make_job(**kwargs, generator=generator)
+            return self.batcher.submit(job, current_cancel())
         if generator is not None and "generator" in self._sample_params:
             kwargs["generator"] = generator
         out = self.model.sample(**kwargs)
@@ -241,7 +264,41 @@ class ZipVoicePipeline:
         seed: int | None = None,
         remove_long_sil: bool = False,
     ) -> GenerationResult:
-        """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise."""
+        """Synthesize ``text`` in the prompt's voice; ``seed`` fixes the initial noise.
+
+        With batching on, the sampler calls may share a padded batch with other threads' calls
+        (:mod:`api.zipvoice.batching`); a :func:`~api.zipvoice.batching.cancel_scope` around the
+        call lets a cancelled request leave its batch (``SampleCancelled``).
+        """
+        session = self.batcher.session() if self.batcher is not None else contextlib.nullcontext()
+        with session:
+            return self._generate(
+                text,
+                prompt_text,
+                prompt,
+                prompt_sampling_rate,
+                num_step=num_step,
+                guidance_scale=guidance_scale,
+                speed=speed,
+                t_shift=t_shift,
+                seed=seed,
+                remove_long_sil=remove_long_sil,
+            )
+
+    def _generate(
+        self,
+        text: str,
+        prompt_text: str,
+        prompt: PreparedPrompt | Tensor | str | Path | bytes,
+        prompt_sampling_rate: int | None,
+        *,
+        num_step: int,
+        guidance_scale: float,
+        speed: float,
+        t_shift: float,
+        seed: int | None,
+        remove_long_sil: bool,
+    ) -> GenerationResult:
         import torch
 
         from api.zipvoice.audio_prep import cross_fade_concat, finalize_wav
@@ -366,6 +423,11 @@ class NumpyZipVoicePipeline:
     Mono ``zipvoice`` / ``zipvoice_distill`` (the variants with official ONNX files). Same steps as
     :class:`ZipVoicePipeline`; the graphs are batch-of-one, so chunks are generated one by one in
     text order, each with noise from one ``np.random.default_rng(seed)`` per call.
+
+    No cross-request batching here: the official graphs take no padding mask, so a padded batch
+    would change every shorter item's output, and items of equal frame count are too rare to pay.
+    With ``BATCH_MAX_SIZE`` > 1 this pipeline stays sequential (batching on is batching off). A
+    cancelled request (:func:`~api.zipvoice.batching.cancel_scope`) stops between chunks.
     """
 
     chunk_target_s: float = CHUNK_TARGET_S
@@ -459,9 +521,12 @@ class NumpyZipVoicePipeline:
             speed=speed, t_shift=t_shift, num_step=num_step, guidance_scale=guidance_scale
         )
         wavs = []
+        cancel = current_cancel()
         for ids in chunk_ids:
             if not ids:
                 continue
+            if cancel is not None and cancel.is_set():
+                raise SampleCancelled("the request was cancelled")
             pred = self.model.sample_chunk(
                 ids,
                 prompt_ids,
