@@ -51,3 +51,66 @@ def test_rel_to_abs_traced_path_matches() -> None:
     traced = torch.jit.trace(_rel_to_abs, (scores,))
     other = torch.randn(1, 2, 6, 11)
     torch.testing.assert_close(traced(other), _rel_to_abs(other), rtol=0, atol=0)
+
+
+def test_fast_path_matches_plain_path() -> None:
+    """The inference-mode path (in place, fused residuals, cached weights) equals the traced one."""
+    from api.zipvoice.model.zipformer import TTSZipformer
+
+    torch.manual_seed(0)
+    net = TTSZipformer(
+        in_dim=12,
+        out_dim=6,
+        downsampling_factor=(1, 2, 4, 2, 1),
+        num_encoder_layers=1,
+        cnn_module_kernel=(5, 3, 3, 3, 5),
+        encoder_dim=16,
+        query_head_dim=4,
+        pos_head_dim=2,
+        value_head_dim=3,
+        num_heads=2,
+        feedforward_dim=24,
+        pos_dim=8,
+        time_embed_dim=8,
+    ).eval()
+    for p in net.parameters():  # the random init leaves biases at zero; exercise them
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 11, 12)  # odd length: the upsampling remainder
+    t = torch.tensor([0.3, 0.7])
+    mask = torch.zeros(2, 11, dtype=torch.bool)
+    mask[1, 8:] = True
+    for padding in (None, mask):
+        with torch.no_grad():
+            plain = net(x, t=t, padding_mask=padding)
+        with torch.inference_mode():
+            fast = net(x, t=t, padding_mask=padding)
+            again = net(x, t=t, padding_mask=padding)  # cached derived weights
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(again, fast, rtol=0, atol=0)
+
+
+def test_derived_cache_follows_weight_changes() -> None:
+    layer = ActivationLinear(8, 4, activation="SwooshR")
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        first = layer(x)
+        layer.weight.mul_(2.0)  # in place: the version counter moves
+        second = layer(x)
+        layer.weight = torch.nn.Parameter(torch.randn(4, 8))  # replaced
+        third = layer(x)
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(swoosh_r(x), layer.weight, layer.bias)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(third, expected)
+
+
+def test_project_add_accumulates_into_residual() -> None:
+    from api.zipvoice.model.scaling import project_add
+
+    x, w, b = torch.randn(2, 5, 7), torch.randn(3, 7), torch.randn(3)
+    residual, extra = torch.randn(2, 5, 3), torch.randn(2, 1, 3)
+    expected = residual + torch.nn.functional.linear(x, w, b) + extra
+    with torch.inference_mode():
+        out = project_add(x, w, b, residual, extra)
+    torch.testing.assert_close(out, expected)
+    assert not torch.equal(residual, out)  # the residual itself is left alone

@@ -1,6 +1,14 @@
-"""Small inference-only building blocks: Swoosh activations, BiasNorm, bypass scale."""
+"""Small inference-only building blocks: Swoosh activations, BiasNorm, bypass scale.
+
+Most modules have two paths. Under ``torch.inference_mode`` (outside tracing and ONNX export;
+:func:`fast_path`) they work in place where they own the memory, let the GEMM accumulate into the
+residual (:func:`project_add`) and reuse tensors derived from their weights (:func:`derived`);
+otherwise (export, autograd) they run the plain expressions the exporters trace.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -9,6 +17,86 @@ from torch import Tensor, nn
 _SWOOSH_L_OFFSET = 0.035
 _SWOOSH_R_OFFSET = 0.313261687
 _SWOOSH_SLOPE = 0.08
+
+
+def fast_path() -> bool:
+    """True under ``torch.inference_mode`` and outside tracing / ONNX export.
+
+    There nothing records the graph or needs autograd, so in-place updates of tensors a module
+    created itself and cached weight-derived tensors are safe.
+    """
+    return (
+        torch.is_inference_mode_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+    )
+
+
+def _source_key(t: Tensor | None) -> tuple[object, ...] | None:
+    if t is None:
+        return None
+    # inference tensors (weights created under inference_mode) have no version counter
+    version = None if t.is_inference() else t._version
+    return (t, t.data_ptr(), version, t.dtype, t.device)
+
+
+def derived(
+    module: nn.Module, name: str, sources: tuple[Tensor | None, ...], fn: Callable[[], Tensor]
+) -> Tensor:
+    """``fn()`` cached on ``module`` until one of ``sources`` is replaced, moved or changed in place.
+
+    The key holds the source tensors themselves (identity), their storage pointer and version
+    counter, so ``load_state_dict``, ``.to()`` and in-place edits all invalidate it (in-place
+    edits of inference-tensor weights excepted: those have no version counter). Only for the
+    fast path: the cached tensor is an inference tensor.
+    """
+    key = tuple(_source_key(t) for t in sources)
+    store: dict[str, tuple[tuple[object, ...], Tensor]] = module.__dict__.setdefault("_derived_cache", {})
+    hit = store.get(name)
+    if (
+        hit is not None
+        and len(hit[0]) == len(key)
+        and all(_same(a, b) for a, b in zip(hit[0], key, strict=True))
+    ):
+        return hit[1]
+    value = fn()
+    store[name] = (key, value)
+    return value
+
+
+def _same(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return a is b
+    assert isinstance(a, tuple) and isinstance(b, tuple)
+    return a[0] is b[0] and a[1:] == b[1:]
+
+
+def project_add(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None = None,
+    extra: Tensor | None = None,
+) -> Tensor:
+    """``residual + linear(x, weight, bias) + extra`` (``residual``/``extra`` optional).
+
+    On the fast path with a residual the sum ``residual + bias + extra`` is formed once and the
+    GEMM accumulates into it (``addmm_``, beta = 1): no separate output, no extra pass.
+    """
+    if residual is None:
+        out = nn.functional.linear(x, weight, bias)
+        return out if extra is None else out + extra
+    if fast_path() and x.shape[:-1] == residual.shape[:-1] and x.dim() >= 2:
+        shift = bias if extra is None else (extra if bias is None else extra + bias)
+        acc = residual + shift if shift is not None else residual.clone()
+        if acc.shape != residual.shape:  # a shift that broadcasts wider than the residual
+            acc = residual + nn.functional.linear(x, weight, bias)
+            return acc if extra is None else acc + extra
+        acc = acc.contiguous()
+        acc.view(-1, acc.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t())
+        return acc
+    out = residual + nn.functional.linear(x, weight, bias)
+    return out if extra is None else out + extra
 
 
 def swoosh_l(x: Tensor) -> Tensor:
@@ -50,19 +138,25 @@ class ActivationLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_shifted(x - self._offset)
 
-    def forward_shifted(self, z: Tensor) -> Tensor:
-        """Same as ``forward(z + input_shift)``; lets the producer of ``x`` fold the shift into its bias.
+    def _folded_bias(self) -> Tensor:
+        const = _SWOOSH_SLOPE * self._offset + self._const
+        bias = -const * self.weight.sum(dim=1)
+        return bias if self.bias is None else bias + self.bias
 
-        ``swoosh(x) = softplus(z) - 0.08 z - (0.08 c + const)`` with ``z = x - c``; the constant is
-        folded into this layer's bias, so only two elementwise passes remain.
+    def forward_shifted(self, z: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Same as ``forward(z + input_shift)`` (plus ``residual`` when given).
+
+        Lets the producer of ``x`` fold the shift into its bias. ``swoosh(x) = softplus(z) -
+        0.08 z - (0.08 c + const)`` with ``z = x - c``; the constant is folded into this layer's
+        bias, so only two elementwise passes remain. On the fast path the folded bias is cached.
         """
         # softplus switches to the identity for large inputs, like the reference's overflow guard.
         y = torch.nn.functional.softplus(z).add_(z, alpha=-_SWOOSH_SLOPE)
-        const = _SWOOSH_SLOPE * self._offset + self._const
-        bias = -const * self.weight.sum(dim=1)
-        if self.bias is not None:
-            bias = bias + self.bias
-        return torch.nn.functional.linear(y, self.weight, bias)
+        if fast_path():
+            bias = derived(self, "folded_bias", (self.weight, self.bias), self._folded_bias)
+        else:
+            bias = self._folded_bias()
+        return project_add(y, self.weight, bias, residual)
 
 
 class BiasNorm(nn.Module):
@@ -74,6 +168,9 @@ class BiasNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_path():
+            ms = (x - self.bias).square_().mean(dim=-1, keepdim=True)
+            return x * ms.rsqrt_().mul_(self.log_scale.exp())
         scales = torch.mean((x - self.bias) ** 2, dim=-1, keepdim=True) ** -0.5 * self.log_scale.exp()
         return x * scales
 
@@ -86,4 +183,6 @@ class BypassModule(nn.Module):
         self.bypass_scale = nn.Parameter(torch.full((embed_dim,), 0.5))
 
     def forward(self, src_orig: Tensor, src: Tensor) -> Tensor:
+        if fast_path():
+            return torch.lerp(src_orig, src, self.bypass_scale)  # one pass, same formula
         return src_orig + (src - src_orig) * self.bypass_scale

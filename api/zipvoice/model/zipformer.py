@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from api.zipvoice.model.scaling import ActivationLinear, BiasNorm, BypassModule, SwooshR
+from api.zipvoice.model.scaling import (
+    ActivationLinear,
+    BiasNorm,
+    BypassModule,
+    SwooshR,
+    derived,
+    fast_path,
+    project_add,
+)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -109,6 +117,12 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
 
         scores = torch.matmul(q, k)  # (B, H, T, T)
         pos = self.linear_pos(pos_emb).reshape(2 * seq_len - 1, heads, pd).permute(1, 2, 0)  # (H, pd, 2T-1)
+        if fast_path():
+            # the scores are ours: add, mask and normalise them in place (no (B, H, T, T) temporaries)
+            scores.add_(_rel_to_abs(torch.matmul(p, pos)))
+            if key_padding_mask is not None:
+                scores.masked_fill_(key_padding_mask[:, None, None, :], -1000.0)
+            return torch.softmax(scores, dim=-1, out=scores)
         scores = scores + _rel_to_abs(torch.matmul(p, pos))
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], -1000.0)
@@ -123,12 +137,15 @@ class SelfAttention(nn.Module):
         self.in_proj = nn.Linear(embed_dim, num_heads * value_head_dim)
         self.out_proj = nn.Linear(num_heads * value_head_dim, embed_dim)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_weights: Tensor, residual: Tensor | None = None, extra: Tensor | None = None
+    ) -> Tensor:
+        """Attention output, plus ``residual`` and ``extra`` (broadcast) when given."""
         batch, seq_len, _ = x.shape
         heads = attn_weights.shape[1]
         v = self.in_proj(x).reshape(batch, seq_len, heads, -1).transpose(1, 2)
         out = torch.matmul(attn_weights, v).transpose(1, 2).reshape(batch, seq_len, -1)
-        return self.out_proj(out)
+        return project_add(out, self.out_proj.weight, self.out_proj.bias, residual, extra)
 
 
 class FeedforwardModule(nn.Module):
@@ -139,10 +156,17 @@ class FeedforwardModule(nn.Module):
         self.in_proj = nn.Linear(embed_dim, feedforward_dim)
         self.out_proj = ActivationLinear(feedforward_dim, embed_dim, activation="SwooshL")
 
-    def forward(self, x: Tensor) -> Tensor:
-        shift = self.out_proj.input_shift
-        z = nn.functional.linear(x, self.in_proj.weight, self.in_proj.bias - shift)
-        return self.out_proj.forward_shifted(z)
+    def _shifted_bias(self) -> Tensor:
+        return self.in_proj.bias - self.out_proj.input_shift
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Feed-forward output, plus ``residual`` when given."""
+        if fast_path():
+            bias = derived(self, "shifted_bias", (self.in_proj.bias,), self._shifted_bias)
+        else:
+            bias = self._shifted_bias()
+        z = nn.functional.linear(x, self.in_proj.weight, bias)
+        return self.out_proj.forward_shifted(z, residual)
 
 
 class NonlinAttention(nn.Module):
@@ -154,12 +178,15 @@ class NonlinAttention(nn.Module):
         self.in_proj = nn.Linear(channels, hidden_channels * 3)
         self.out_proj = nn.Linear(hidden_channels, channels)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
-        """``attn_weights``: (B, T, T) weights of one head."""
+    def forward(self, x: Tensor, attn_weights: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``attn_weights``: (B, T, T) weights of one head; plus ``residual`` when given."""
         s, v, gate = self.in_proj(x).chunk(3, dim=-1)
-        v = v * torch.tanh(s)
-        v = torch.matmul(attn_weights, v)
-        return self.out_proj(v * gate)
+        if fast_path():
+            v = torch.matmul(attn_weights, torch.tanh(s).mul_(v)).mul_(gate)
+        else:
+            v = v * torch.tanh(s)
+            v = torch.matmul(attn_weights, v) * gate
+        return project_add(v, self.out_proj.weight, self.out_proj.bias, residual)
 
 
 class ConvolutionModule(nn.Module):
@@ -175,15 +202,26 @@ class ConvolutionModule(nn.Module):
         )
         self.out_proj = ActivationLinear(channels, channels, activation="SwooshR")
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
-        x, s = self.in_proj(x).chunk(2, dim=-1)
-        x = x * torch.sigmoid(s)  # (B, T, C)
-        if padding_mask is not None:
-            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+    def forward(self, x: Tensor, padding_mask: Tensor | None, residual: Tensor | None = None) -> Tensor:
+        """Convolution module output, plus ``residual`` when given."""
+        fast = fast_path()
+        if fast:
+            x = nn.functional.glu(self.in_proj(x), dim=-1)  # x * sigmoid(s) in one pass, (B, T, C)
+            if padding_mask is not None:
+                x.masked_fill_(padding_mask.unsqueeze(-1), 0.0)
+        else:
+            x, s = self.in_proj(x).chunk(2, dim=-1)
+            x = x * torch.sigmoid(s)  # (B, T, C)
+            if padding_mask is not None:
+                x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         # A (B, T, C) tensor seen as (B, C, 1, T) is channels-last: the depthwise conv then runs
         # without layout copies and returns (B, T, C)-contiguous memory.
         conv = self.depthwise_conv
-        bias = conv.bias - self.out_proj.input_shift if conv.bias is not None else None
+        bias = conv.bias
+        if bias is not None:
+            shift = self.out_proj.input_shift
+            raw = bias
+            bias = derived(self, "shifted_bias", (raw,), lambda: raw - shift) if fast else raw - shift
         z = nn.functional.conv2d(
             x.transpose(1, 2).unsqueeze(2),
             conv.weight.unsqueeze(2),
@@ -191,7 +229,7 @@ class ConvolutionModule(nn.Module):
             padding=(0, conv.kernel_size[0] // 2),
             groups=conv.groups,
         )
-        return self.out_proj.forward_shifted(z.squeeze(2).transpose(1, 2))
+        return self.out_proj.forward_shifted(z.squeeze(2).transpose(1, 2), residual)
 
 
 class Zipformer2EncoderLayer(nn.Module):
@@ -228,23 +266,21 @@ class Zipformer2EncoderLayer(nn.Module):
         self, src: Tensor, pos_emb: Tensor, time_emb: Tensor | None, padding_mask: Tensor | None
     ) -> Tensor:
         """``src``: (B, T, C); ``time_emb``: (B, 1, C) or None."""
+        # Each sub-module adds its output to the residual it is given (``extra``: the time
+        # embedding that follows the attention blocks), so the GEMMs can accumulate in place.
         src_orig = src
         attn_weights = self.self_attn_weights(src, pos_emb, padding_mask)
         if time_emb is not None:
             src = src + time_emb
-        src = src + self.feed_forward1(src)
-        src = src + self.nonlin_attention(src, attn_weights[:, 0])
-        src = src + self.self_attn1(src, attn_weights)
-        if time_emb is not None:
-            src = src + time_emb
-        src = src + self.conv_module1(src, padding_mask)
-        src = src + self.feed_forward2(src)
+        src = self.feed_forward1(src, residual=src)
+        src = self.nonlin_attention(src, attn_weights[:, 0], residual=src)
+        src = self.self_attn1(src, attn_weights, residual=src, extra=time_emb)
+        src = self.conv_module1(src, padding_mask, residual=src)
+        src = self.feed_forward2(src, residual=src)
         src = self.bypass_mid(src_orig, src)
-        src = src + self.self_attn2(src, attn_weights)
-        if time_emb is not None:
-            src = src + time_emb
-        src = src + self.conv_module2(src, padding_mask)
-        src = src + self.feed_forward3(src)
+        src = self.self_attn2(src, attn_weights, residual=src, extra=time_emb)
+        src = self.conv_module2(src, padding_mask, residual=src)
+        src = self.feed_forward3(src, residual=src)
         src = self.norm(src)
         return self.bypass(src_orig, src)
 
@@ -330,8 +366,27 @@ class DownsampledZipformer2Encoder(nn.Module):
         seq_len = src.shape[1]
         mask = padding_mask[:, ::ds] if padding_mask is not None else None
         out = self.encoder(self.downsample(src), time_emb, mask)
+        if fast_path():
+            return self._upsample_combine(src, out)
         out = out.repeat_interleave(ds, dim=1)[:, :seq_len]
         return self.out_combiner(src, out)
+
+    def _upsample_combine(self, src: Tensor, out: Tensor) -> Tensor:
+        """``out_combiner(src, repeat_interleave(out))`` without materialising the repeated frames."""
+        batch, seq_len, channels = src.shape
+        ds = self.factor
+        whole = seq_len // ds
+        scale = self.out_combiner.bypass_scale
+        result = torch.empty_like(src, memory_format=torch.contiguous_format)
+        torch.lerp(
+            src[:, : whole * ds].reshape(batch, whole, ds, channels),
+            out[:, :whole].unsqueeze(2),
+            scale,
+            out=result[:, : whole * ds].view(batch, whole, ds, channels),
+        )
+        if whole * ds < seq_len:
+            torch.lerp(src[:, whole * ds :], out[:, whole : whole + 1], scale, out=result[:, whole * ds :])
+        return result
 
 
 def _check_unet_factors(factors: Sequence[int]) -> None:
