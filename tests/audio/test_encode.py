@@ -164,6 +164,50 @@ def test_pcm_is_raw_s16le_interleaved_and_clipped() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+def _s16_before(samples: np.ndarray) -> bytes:
+    """The int16 conversion as it was before the one-buffer ``_prepare`` (copy, nan_to_num, clip,
+    scale, rint, interleave): the encoders must stay byte-for-byte equal to it."""
+    x = np.asarray(samples)
+    x = x[None, :] if x.ndim == 1 else x
+    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    np.clip(x, -1.0, 1.0, out=x)
+    return np.ascontiguousarray(np.rint(x * 32767.0).astype("<i2").T).tobytes()
+
+
+def _awkward(channels: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(channels)
+    x = (rng.standard_normal((channels, 4001)) * 0.7).astype(np.float32)
+    x[:, ::7] = np.nan
+    x[:, 1::11] = np.inf
+    x[:, 2::13] = -np.inf
+    x[:, 3::17] = 3.0
+    x[:, 4::19] = 32767.0 / 32768.0  # rounds half-way cases the same way
+    return [x, x.astype(np.float64), x[:, ::2], np.asfortranarray(x), (x * 2).astype(np.float16)]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_wav_and_pcm_bytes_equal_the_previous_conversion(channels: int) -> None:
+    for x in _awkward(channels):
+        before = x.copy()
+        expected = _s16_before(x)
+        assert encode_audio(x, RATE, "pcm") == expected
+        assert encode_audio(x, RATE, "wav")[44:] == expected
+        enc = StreamEncoder("wav", RATE, channels)
+        assert enc.write(x)[44:] + enc.write(x) + enc.close() == expected + expected
+        np.testing.assert_array_equal(x, before)  # the caller's samples are never written to
+    mono = _awkward(1)[0]
+    assert encode_audio(mono[0], RATE, "pcm") == _s16_before(mono[0])  # 1-D is mono
+
+
+def test_flac_samples_equal_the_previous_conversion() -> None:
+    x = _awkward(2)[0]
+    y, _ = decode(encode_audio(x, RATE, "flac"), "flac", 2)
+    got = np.rint(y * 32768.0).astype("<i2")
+    want = np.frombuffer(_s16_before(x), dtype="<i2").reshape(-1, 2).T
+    np.testing.assert_array_equal(got, want)
+
+
 def test_lossy_formats_clip_out_of_range_input() -> None:
     x = sine(0.5, RATE) * 4.0  # peaks at 2.0: must be clipped, not wrapped
     y, _ = decode(encode_audio(x, RATE, "flac"), "flac", 1)
