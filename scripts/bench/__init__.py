@@ -1,4 +1,5 @@
-"""Benchmark harness: engine RTF/RSS, server overhead, streaming, voice reuse, concurrency, transcription.
+"""Benchmark harness: engine RTF/RSS, server overhead, streaming, voice reuse, concurrency, batching,
+transcription.
 
     .venv/bin/python scripts/bench.py                       # everything (~15 min on 2 idle cores)
     .venv/bin/python scripts/bench.py --quick               # lighter plan (~5 min)

@@ -44,6 +44,7 @@ def test_section_registry_and_cli() -> None:
         "streaming",
         "voice_reuse",
         "concurrency",
+        "batching",
         "transcription",
         "ray_serve",
     ]
