@@ -270,9 +270,11 @@ class ZipVoiceEngine:
         """The object whose ``sample(...)`` the pipeline calls: the torch model or a graph runtime."""
         s = self._settings
         if choice.kind == "torch":
+            import torch
+
             from api.zipvoice.model.checkpoint import load_model
 
-            return load_model(model_dir, device=device)
+            return load_model(model_dir, device=device, dtype=getattr(torch, s.torch_dtype))
         if choice.kind == "onnx":
             from api.zipvoice.runtime.onnx_backend import load_onnx_model
 
