@@ -713,7 +713,10 @@ def render_lines(res: dict[str, Any], variant: str, steps: int) -> list[str]:
     torch_rows += up.get("torch_rows", [])
     lines = [
         f"Upstream k2-fsa/ZipVoice from `{up['source']}`, in a scratch venv (our torch and onnxruntime, "
-        "a torchaudio stand-in computing the same mel with torch.stft).",
+        "a torchaudio stand-in computing the same mel with torch.stft). Upstream's timer wraps its whole "
+        "`generate_sentence` call (prompt load, silence trimming, features, tokenization, sampling, "
+        "vocoder, wav write); ours the engine's `synthesize` (prompt features and tokens recomputed, "
+        "sampling, vocoder).",
         "",
         "PyTorch (goal 2): ours (`ZipVoiceEngine`, ENGINE=torch) vs upstream `infer_zipvoice.generate_sentence`, same `model.pt`:",
         "",
