@@ -157,7 +157,13 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(res: dict[str, Any]) -> str:
-    out = [
+    out = []
+    if res.get("zipvoice_size") == "tiny":
+        out += [
+            "ZipVoice on the tiny test checkpoints (`--quick`): the figures show the path, not the speed.",
+            "",
+        ]
+    out += [
         "| backend | steps | runtime | text chars | first chunk chars | audio s | time to first audio s "
         "| total s | first chunk alone s | TTFA / first chunk alone | per-pair ratio median (min–max) "
         "| pairs |",
