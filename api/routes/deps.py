@@ -2,7 +2,8 @@
 ``CallerDep`` (who is calling, as the API-key middleware decided).
 
 Routes declare ``services: ServicesDep`` / ``caller: CallerDep`` parameters instead of reading
-``request.app.state`` or ``request.state``.
+``request.app.state`` or ``request.state``. Both are ``async def`` (attribute reads, nothing blocks):
+FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from api.auth import DEFAULT_NAMESPACE
 from api.services import Services
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     """The app's services (set once by ``create_app``)."""
     found: Services = request.app.state.services
     return found
@@ -33,7 +34,7 @@ class Caller:
     is_admin: bool
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """The caller as set on ``request.state`` by :class:`api.auth.APIKeyMiddleware`."""
     owner = getattr(request.state, "owner", None) or DEFAULT_NAMESPACE
     return Caller(owner=owner, is_admin=bool(getattr(request.state, "is_admin", False)))

@@ -88,3 +88,14 @@ def test_the_state_scan_sees_a_state_read(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f(request):\n    return request.app.state.engines\n")
     assert _state_reads(bad) == ["2: request.app.state"]
+
+
+def test_accessors_run_on_the_event_loop() -> None:
+    """FastAPI runs a plain ``def`` dependency in a worker thread (a hop per request); the accessors
+    only read attributes, so they are coroutines and run inline."""
+    import inspect
+
+    from api.routes import deps
+
+    assert inspect.iscoroutinefunction(deps.services)
+    assert inspect.iscoroutinefunction(deps.caller)
