@@ -32,6 +32,7 @@ import argparse
 import re
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -149,12 +150,34 @@ class InProcess:
         self.services = self.app.state.services
         self.engine = self.services.engines.loaded("kokoro")
         self.clock = EngineClock(self.engine)
-        self.runner = asyncio.Runner()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://bench")
+        # One event loop for the whole run, in its own thread, whose main task lives as long as it
+        # (as uvicorn's does): anyio keeps its worker threads for the root task, so a loop per call
+        # would start a fresh worker thread per request and bill it to the app.
+        started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            started.set()
+            await self._stop.wait()
+            await self.client.aclose()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name="bench-inproc", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def _run(self, coro: Any) -> Any:
+        import asyncio
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
-        self.runner.run(self.client.aclose())
-        self.runner.close()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
 
     def service(self, job: Any) -> tuple[float, float]:
         """(wall s, engine s inside) of one request through :meth:`SpeechService.start`."""
@@ -169,7 +192,7 @@ class InProcess:
 
         self.clock.inside = 0.0
         t = time.perf_counter()
-        self.runner.run(go())
+        self._run(go())
         return time.perf_counter() - t, self.clock.inside
 
     def app_call(self, body: dict[str, Any]) -> tuple[float, float]:
@@ -182,12 +205,13 @@ class InProcess:
 
         self.clock.inside = 0.0
         t = time.perf_counter()
-        self.runner.run(go())
+        self._run(go())
         return time.perf_counter() - t, self.clock.inside
 
 
 #: py-spy categories, first match from the leaf of a sampled stack upwards: (label, path pieces)
 PROFILE_CATEGORIES = (
+    ("event loop, waiting (uvloop's C wait looks active to py-spy)", ("asyncio/runners.py",)),
     (
         "engine (kokoro_onnx, onnxruntime, phonemizer)",
         ("kokoro_onnx", "onnxruntime", "phonemizer", "espeak", "misaki", "api/engines/"),

@@ -53,7 +53,9 @@ def test_profile_categories_by_leaf_most_known_frame() -> None:
     )
     assert server.classify(engine).startswith("engine")
     assert server.classify(encode).startswith("encoder")
-    assert server.classify(loop).startswith("event loop")
+    assert server.classify(loop).startswith("event loop and thread hops")
+    waiting = "main;serve (/r/api/cli.py:1);run (/usr/lib/python3.11/asyncio/runners.py:118)"
+    assert server.classify(waiting).startswith("event loop, waiting")
     assert server.classify(mw).startswith("our routes")
     assert server.classify("main;foo (/x/y.py:1)") == "other"
     raw = f"{engine} 300\n{encode} 20\n{loop} 10\n\n"
