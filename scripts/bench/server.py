@@ -304,6 +304,34 @@ def profile_server(pid: int, cl: Any, body: dict[str, Any], requests: int, rate:
     }
 
 
+def fixed_costs(
+    inproc: InProcess, job: Any, body: dict[str, Any], chunks: list[str], n: int
+) -> dict[str, Any]:
+    """The code's own cost per request, without the engine's noise: the same requests with a
+    stand-in engine that hands back the real audio at once (``n`` interleaved service/app calls,
+    ms). Everything but the synthesis runs: plan, voice, slot, threads, encoder, middleware,
+    validation, routing, the response."""
+    from api.engines.base import PresetVoice, SynthesisOptions
+
+    if n <= 0:
+        return {}
+    audio = list(inproc.clock.original(chunks, PresetVoice(VOICE), SynthesisOptions()))
+    real = inproc.clock.original
+    inproc.clock.original = lambda *a, **k: iter(audio[: len(a[0])])
+    try:
+        out: dict[str, list[float]] = {"service": [], "app": []}
+        for i in range(n + 10):  # 10 warm-up pairs
+            for name in ("service", "app") if i % 2 else ("app", "service"):
+                wall = inproc.service(job)[0] if name == "service" else inproc.app_call(body)[0]
+                if i >= 10:
+                    out[name].append(1000.0 * wall)
+    finally:
+        inproc.clock.original = real
+    res = {k: summary(v) for k, v in out.items()}
+    res["app_minus_service"] = summary([a - b for a, b in zip(out["app"], out["service"], strict=True)])
+    return res
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system, all threads) process ``pid`` has used so far (Linux ``/proc``)."""
     import os
@@ -374,6 +402,7 @@ def _format_row(
         vals = [f(r) for r in per]
         return summary([v for v in vals if v == v])  # NaN: a scrape that saw another request
 
+    fixed = fixed_costs(inproc, job, body, chunks, cfg.server_fixed)
     decomposition = {
         "engine": stage(lambda r: r["bare"]["wall"]),
         "pipeline": stage(lambda r: r["service"]["wall"] - r["service"]["inside"]),
@@ -414,6 +443,7 @@ def _format_row(
         "server_ttfa_s": server_ttfa,
         "decomposition": decomposition,
         "cpu_s": cpu,
+        "fixed_ms": fixed,
     }
 
 
@@ -477,6 +507,16 @@ def render(res: dict[str, Any]) -> str:
         ]
         for key, name, what in STAGES:
             out.append(f"| {name} | {_ms(dec.get(key))} | {what} |")
+        fixed = r.get("fixed_ms")
+        if fixed:
+            out += [
+                "",
+                f"The code's own cost per request (the same requests, {fixed['service']['n']} each, with a stand-in "
+                "engine that returns the same audio at once; ms): service "
+                f"{fmt(fixed['service'], 2)} (plan, voice, slot, producer thread, encoder, metrics), whole app "
+                f"{fmt(fixed['app'], 2)} (adds middleware, validation, routing, the response, the in-process "
+                f"client); app − service per pair {fmt(fixed['app_minus_service'], 2)}.",
+            ]
         cpu = r.get("cpu_s")
         if cpu:
             out += [
@@ -524,6 +564,12 @@ def goals(res: dict[str, Any], note_of: NoteOf) -> list[dict[str, Any]]:
         ratio = r["pair_ratio"]["median"]
         met = ratio <= GOAL_SERVER_RATIO
         cost = named_cost(r)
+        fixed = r.get("fixed_ms") or {}
+        if fixed.get("app", {}).get("median") is not None:
+            cost += (
+                f"; the code's own cost (stand-in engine): {fixed['app']['median']:.1f} ms per request for the "
+                f"whole app, {fixed['service']['median']:.1f} ms of it the pipeline"
+            )
         spread = f"per-pair ratios {fmt(r['pair_ratio'], 3)}, ratio of medians {r['ratio_of_medians']:.3f}"
         g.append(
             {
@@ -542,6 +588,12 @@ def add_args(ap: Any) -> None:
         "--repeats-server", type=int, default=12, help="interleaved rounds for the server overhead"
     )
     ap.add_argument(
+        "--server-fixed",
+        type=int,
+        default=100,
+        help="requests with a stand-in (instant) engine for the code's own cost (0: none)",
+    )
+    ap.add_argument(
         "--server-profile",
         type=int,
         default=6,
@@ -554,6 +606,7 @@ def configure(cfg: argparse.Namespace) -> None:
         cfg.server_formats = "wav"
         cfg.repeats_server = min(cfg.repeats_server, 4)
         cfg.server_profile = min(cfg.server_profile, 2)
+        cfg.server_fixed = min(cfg.server_fixed, 40)
     cfg.server_formats = [v.strip() for v in cfg.server_formats.split(",") if v.strip()]
 
 

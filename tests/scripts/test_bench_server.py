@@ -88,6 +88,11 @@ def _result(total_ms: float, bare_s: float = 1.0) -> dict:
                 "server_handler_s": summary([bare_s]),
                 "server_ttfa_s": summary([0.5]),
                 "decomposition": dec,
+                "fixed_ms": {
+                    "service": summary([0.9]),
+                    "app": summary([2.5]),
+                    "app_minus_service": summary([1.6]),
+                },
                 "cpu_s": {
                     k: summary([v])
                     for k, v in {
@@ -114,6 +119,7 @@ def test_goal_row_names_the_largest_stage() -> None:
     (slow,) = server.goals(_result(60.0), lambda r: "")
     assert slow["met"] is False and slow["measured"] == "1.060×"
     assert "server handler − app +56.0 ms" in slow["reason"].split("; the cost by stage: ")[1].split(",")[0]
+    assert "2.5 ms per request for the whole app, 0.9 ms of it the pipeline" in slow["reason"]
     (fast,) = server.goals(_result(10.0), lambda r: "")
     assert fast["met"] is True
 
@@ -129,9 +135,10 @@ def test_render_has_the_decomposition_and_profile_tables() -> None:
         assert f"| {stage} |" in text
     assert "| engine (x) | 900.0 |" in text
     assert "server − bare per round 30.0 (n=1) ms" in text
+    assert "whole app 2.50 (n=1)" in text
     # an old result (no decomposition) still renders
     old = _result(60.0)
-    for key in ("decomposition", "profile", "ratios", "cpu_s"):
+    for key in ("decomposition", "profile", "ratios", "cpu_s", "fixed_ms"):
         del old["rows"][0][key]
     assert server.render(old).count("\n") == 2
 
