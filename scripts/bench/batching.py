@@ -23,7 +23,7 @@ from typing import Any
 from bench_lib.assets import ensure_assets
 from bench_lib.stats import fmt, percentile, summary
 
-from .harness import PASSAGE, NoteOf, log, main_for, pcm_seconds, section, server, speech
+from .harness import PASSAGE, NoteOf, loadavg, log, main_for, pcm_seconds, section, server, speech
 
 VARIANT = "zipvoice_distill"
 STEPS = 8
@@ -149,6 +149,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
                     "off": off,
                     "ratio": on["req_per_s"]["median"] / off["req_per_s"]["median"],
                     "round_ratios": summary(ratios),
+                    "loadavg": loadavg(),
                 }
             )
             log(
@@ -263,7 +264,10 @@ SECTION = section(
     note="Two real servers (PyTorch engine, full-size random-weight zipvoice_distill, 8 steps) with the same "
     "settings except BATCH_MAX_SIZE; N asyncio httpx clients send short texts (different lengths, the same "
     "texts and seeds on both sides) back to back; requests/s per round (median and spread over rounds), "
-    "p50/p95 latency over all requests; the sides alternate per round and client count; warm-up not counted.",
+    "p50/p95 latency over all requests; the sides alternate per round and client count; warm-up not counted. "
+    "On a busy shared machine the off side (N request threads, each with its own intra-op team) gets a larger "
+    "share of the CPU than the on side (one batch at a time), which favours off; compare on a quiet machine "
+    "(the load average after each client count is in the JSON).",
     run=run,
     render=render,
     add_args=add_args,
