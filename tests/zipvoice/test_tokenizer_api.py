@@ -179,9 +179,10 @@ def test_long_input_is_fast(emilia: EmiliaTokenizer, dialog: DialogTokenizer, un
     emilia.warmup()
     text = (unit * (20000 // len(unit) + 1))[:20000]
     for tok in (emilia, dialog):
-        start = time.perf_counter()
+        # CPU time of this process, not wall time: other work on a shared machine does not count
+        start = time.process_time()
         tokens = tok.texts_to_tokens([text])[0]
-        assert time.perf_counter() - start < 5.0
+        assert time.process_time() - start < 5.0
         assert tok.tokens_to_token_ids([tokens])[0] == tok.texts_to_token_ids([text])[0]
 
 
