@@ -18,12 +18,13 @@ import argparse
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_lib.assets import ensure_assets
 from bench_lib.stats import fmt, percentile, summary
 
-from .harness import PASSAGE, NoteOf, loadavg, log, main_for, pcm_seconds, section, server, speech
+from .harness import PASSAGE, NoteOf, loadavg, log, main_for, num, pcm_seconds, section, server, speech
 
 VARIANT = "zipvoice_distill"
 STEPS = 8
@@ -84,9 +85,32 @@ async def _round(base_url: str, clients: int, per_client: int, texts: list[str])
     return {"wall_s": wall, "latencies": latencies, "audio_s": audio, "req_per_s": len(latencies) / wall}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far, all its threads (``/proc``)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _timed_round(pid: int, base_url: str, clients: int, per_client: int, texts: list[str]) -> dict[str, Any]:
+    """One round, plus the server's CPU seconds per request (load-independent, unlike wall time)."""
+    before = cpu_seconds(pid)
+    out = asyncio.run(_round(base_url, clients, per_client, texts))
+    after = cpu_seconds(pid)
+    if before is not None and after is not None:
+        out["cpu_s_per_request"] = (after - before) / len(out["latencies"])
+    return out
+
+
 def _side(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [x for r in rounds for x in r["latencies"]]
+    cpu = [r["cpu_s_per_request"] for r in rounds if "cpu_s_per_request" in r]
     return {
+        "cpu_s_per_request": summary(cpu) if cpu else None,
         "req_per_s": summary([r["req_per_s"] for r in rounds]),
         "audio_s_per_s": summary([r["audio_s"] / r["wall_s"] for r in rounds]),
         "p50_s": percentile(lat, 50),
@@ -122,10 +146,12 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
         runtime = None
         for name, batch in sides.items():
             srv = stack.enter_context(server(cfg, _env(cfg, batch)))
             urls[name] = srv.base_url
+            pids[name] = srv.proc.pid
             with httpx.Client(base_url=srv.base_url, timeout=1800) as cl:
                 _register_voice(cl)
                 for k in range(max(1, cfg.warmup)):  # model load, prompt preparation: not counted
@@ -137,24 +163,31 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
             for r in range(cfg.batching_rounds):
                 order = ["on", "off"] if (r + cfg.batching_clients.index(n)) % 2 == 0 else ["off", "on"]
                 for name in order:
-                    rounds[name].append(asyncio.run(_round(urls[name], n, cfg.batching_per_client, texts)))
+                    rounds[name].append(
+                        _timed_round(pids[name], urls[name], n, cfg.batching_per_client, texts)
+                    )
             on, off = _side(rounds["on"]), _side(rounds["off"])
             ratios = [
                 a["req_per_s"] / b["req_per_s"] for a, b in zip(rounds["on"], rounds["off"], strict=True)
             ]
+            cpu_ratio = None
+            if on["cpu_s_per_request"] and off["cpu_s_per_request"]:
+                cpu_ratio = off["cpu_s_per_request"]["median"] / on["cpu_s_per_request"]["median"]
             rows.append(
                 {
                     "clients": n,
                     "on": on,
                     "off": off,
                     "ratio": on["req_per_s"]["median"] / off["req_per_s"]["median"],
+                    "cpu_ratio": cpu_ratio,
                     "round_ratios": summary(ratios),
                     "loadavg": loadavg(),
                 }
             )
             log(
                 f"batching {n} clients: on {fmt(on['req_per_s'], 3)} req/s, off {fmt(off['req_per_s'], 3)} "
-                f"req/s, ratio {rows[-1]['ratio']:.2f}"
+                f"req/s, ratio {rows[-1]['ratio']:.2f}; CPU s/request on {fmt(on['cpu_s_per_request'], 2)}, "
+                f"off {fmt(off['cpu_s_per_request'], 2)}"
             )
     return {
         "rows": rows,
@@ -171,6 +204,10 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cell(x: dict[str, Any] | None) -> str:
+    return "–" if not x else fmt(x, 2)
+
+
 def render(res: dict[str, Any]) -> str:
     out = [
         f"{VARIANT}, {res['steps']} steps, {res.get('size')} checkpoint, runtime {res.get('runtime') or '–'}; "
@@ -178,15 +215,17 @@ def render(res: dict[str, Any]) -> str:
         f"BATCH_WINDOW_MS {res['window_ms']}; off: BATCH_MAX_SIZE 1; {res['per_client']} request(s) per "
         f"client per round, {res['repeats']} round(s) per side.",
         "",
-        "| clients | requests/s on | requests/s off | on / off | per-round ratio | p50 s on | p50 s off "
-        "| p95 s on | p95 s off | audio s per s on | audio s per s off |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | requests/s on | requests/s off | on / off | per-round ratio | server CPU s per request on "
+        "| off | CPU efficiency on / off | p50 s on | p50 s off | p95 s on | p95 s off | audio s per s on "
+        "| audio s per s off |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         on, off = r["on"], r["off"]
         out.append(
             f"| {r['clients']} | {fmt(on['req_per_s'], 3)} | {fmt(off['req_per_s'], 3)} | {r['ratio']:.2f} "
-            f"| {fmt(r['round_ratios'], 2)} | {on['p50_s']:.2f} | {off['p50_s']:.2f} | {on['p95_s']:.2f} "
+            f"| {fmt(r['round_ratios'], 2)} | {_cell(on.get('cpu_s_per_request'))} "
+            f"| {_cell(off.get('cpu_s_per_request'))} | {num(r.get('cpu_ratio'))} | {on['p50_s']:.2f} | {off['p50_s']:.2f} | {on['p95_s']:.2f} "
             f"| {off['p95_s']:.2f} | {fmt(on['audio_s_per_s'], 2)} | {fmt(off['audio_s_per_s'], 2)} |"
         )
     if res.get("texts"):
@@ -219,9 +258,11 @@ def goals(res: dict[str, Any], note_of: NoteOf) -> list[dict[str, Any]]:
     met = all(r["ratio"] >= 1.0 for r in rows.values())
     reason = ""
     if not met:
+        cpu_ratios = ", ".join(f"{n}: {r['cpu_ratio']:.2f}×" for n, r in rows.items() if r.get("cpu_ratio"))
         reason = (
             f"{worst['clients']} clients: {worst['ratio']:.2f}× (per-round ratios "
             f"{fmt(worst['round_ratios'], 2)}); {note_of(res).split(';')[0]}"
+            + (f"; server CPU seconds per request, off / on: {cpu_ratios}" if cpu_ratios else "")
         )
     gpu = {
         "goal": gpu_goal,
