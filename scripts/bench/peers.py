@@ -44,34 +44,50 @@ GOAL_RSS_RATIO = 1.0  # ours / sherpa-onnx peak RSS
 GOAL_SPEED = 1.3  # sherpa RTF / ours RTF
 
 
-#: where the memory goes (probes of 2026-11-29, full-size int8 distill, 1 thread; see the report)
+#: where the memory goes (fresh-process probes of 2026-11-29 evening, full-size int8 distill, 1 thread;
+#: resident memory does not depend on the machine's load, the timings quoted do)
 MEMORY_NOTES = [
-    "Where our memory goes (in-process probes, full-size int8 distill, 1 thread, ~16 s text):",
+    "Where our memory goes (fresh-process probes, full-size int8 distill, 1 thread; VmRSS/VmHWM):",
     "",
-    "* ORT memory pattern (fixed): with `enable_mem_pattern` on, the decoder's resident memory rose "
-    "from 579 to 869 MB at the second step of a 1,660-frame chunk (same step time); the sessions now "
-    "turn it off (`api/zipvoice/runtime/ort_numpy.py::session_options`). Peak of a whole 16 s request: "
-    "1,163 MB before, 815 MB after (2-step probe).",
-    "* Chunk length (not changed): sherpa-onnx synthesizes clause by clause (5 decoder passes of "
-    "~3 s for the 16 s text), our pipeline one 25 s-target chunk (upstream's `generate_sentence` "
-    "chunking), so our decoder runs on ~1,660 frames against ~540. The attention intermediates grow "
-    "with the square of the frames: +350 MB over the loaded engine for the 16 s chunk. This is the "
-    "growth with the text; shorter chunks are the lever (it changes the audio, so it is the "
-    "pipeline owner's call).",
-    "* Speed: not resolved here. The runs of 2026-11-29 had load averages of 8-15 on the 2 shared "
-    "cores and one sample per cell; the same cell moved by up to 2x between runs (1 thread ~16 s: "
-    "0.82x in the first run, 1.48x in the second), so the speed ratios above are noise-dominated.",
-    "* Loaded engine: 430 MB (of which 81 MB the Python imports of the server) vs sherpa-onnx 326 MB.",
-    "* Vocoder: the numpy Vocos on the whole 16 s mel adds 26 MB at its peak: not worth windowing.",
+    "* Loaded engine 324 MB (sherpa-onnx 315-329): Python + numpy 30, the server's imports 59 "
+    "(pydantic-settings 16, PyAV 16, inflect 11, FastAPI 7), onnxruntime 17, text encoder session 21, "
+    "decoder session 144 (122 MB file), numpy Vocos 52. It was 433 MB: the freed protobuf parse "
+    "buffers and Vocos' load temporaries stayed in the C heap; `malloc_trim` after loading "
+    "(`api/zipvoice/runtime/heap.py`) returns them.",
+    "* One decoder pass: its intermediates are the peak, +39 MB at 470 frames, +71-78 at 760 (the "
+    "~5 s text), +108 at 940, +350 at 1,660. ORT's CPU arena kept them for the session's life, so "
+    "the vocoder (+16 at 5 s), the next request's prompt and later passes stacked on top; the "
+    "decoder now gives the arena back on each pass's last Euler step (run option "
+    "`memory.enable_memory_arena_shrinkage` + `malloc_trim`; every step would cost ~14,000 page "
+    "faults a step). ~5 s text, 2-step probe: peak 434 -> 408 MB (sherpa-onnx 416).",
+    "* Growth with the text: the decoder ran upstream's 25 s chunks (one 1,811-frame pass for the "
+    "16 s text: peak 677 MB with the release, 813 before). `ZIPVOICE_ONNX_CHUNK_SECONDS` (default "
+    "10 s of prompt + chunk) cuts it into passes at punctuation, cross-faded as before: 3 passes of "
+    "at most 816 frames, peak 417 MB (sherpa-onnx 491-494). A pass is bounded by the setting (a "
+    "clause without punctuation stays whole, up to the server's 300-character split).",
+    "* Not memory: the English front-end (+28 MB: inflect, espeak-ng data) loads on the first "
+    "request; jieba and pypinyin (+143 MB) only when Chinese text appears.",
+    "* Tried, no gain: arena off (with a fixed mmap threshold -20 MB but every step ~2x slower), "
+    "`kSameAsRequested` or one shared env arena (±2 MB), graph optimisation BASIC/EXTENDED/ALL "
+    "(same peak), `session.disable_prepacking` (-20 MB at load only, same resident after the trim).",
+    "* Speed cost of the bound: the prompt is part of every pass, so the 16 s text decodes ~2,300 "
+    "frames in 3 passes instead of 1,811 in one (per-frame step time 5.2 ms at 540 frames, 6.0 at "
+    "1,660, 1 thread): ~15-20% more decoder work at 16 s, none at 5 s (one pass either way). "
+    "sherpa-onnx decodes ~5 clause passes of ~540 frames for the same text.",
 ]
 
 
 RSS_REASON = (
-    "RSS does not depend on the load: our loaded engine is ~100 MB larger (server imports, numpy "
-    "Vocos) and our decoder runs one chunk of up to 25 s where sherpa-onnx runs clause by clause "
+    "RSS does not depend on the load: the peak is the loaded engine (incl. 59 MB of server imports "
+    "sherpa-onnx does not have) plus one decoder pass's intermediates, and our passes (up to "
+    "ZIPVOICE_ONNX_CHUNK_SECONDS of prompt + chunk) are longer than sherpa-onnx's clauses "
     "(see the notes under the Peers table)"
 )
-SPEED_REASON = "one sample per cell under heavy shared load: the same cell moved by up to 2x between runs"
+SPEED_REASON = (
+    "same int8 graphs on both sides, so the ratio is the frames decoded (ours: sentence passes up "
+    "to ZIPVOICE_ONNX_CHUNK_SECONDS, prompt in each; sherpa-onnx: clause passes) and the "
+    "front-end/vocoder; and a shared machine's noise"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +98,23 @@ def _prompt() -> tuple[Any, int]:
 
     x, sr = decode_audio(prompt_wav().read_bytes(), max_seconds=60, mono=True)
     return x, sr
+
+
+def _count_passes(engine: Any) -> list[int]:
+    """Records the frames (prompt + generated) of each decoder pass of the torch-free pipeline."""
+    passes: list[int] = []
+    model = engine._pipeline.model
+    sample_chunk = getattr(model, "sample_chunk", None)
+    if sample_chunk is None:  # not the torch-free pipeline: nothing to count
+        return passes
+
+    def counted(tokens: Any, prompt_tokens: Any, prompt_features: Any, *args: Any, **kwargs: Any) -> Any:
+        out = sample_chunk(tokens, prompt_tokens, prompt_features, *args, **kwargs)
+        passes.append(len(prompt_features) + len(out))
+        return out
+
+    model.sample_chunk = counted
+    return passes
 
 
 def _ours(spec: dict[str, Any]) -> dict[str, Any]:
@@ -108,12 +141,14 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
     rss_loaded = rss_now_mb()
     x, sr = _prompt()
     chunks = split_for(engine, spec["text"], streaming=False)
+    passes = _count_passes(engine)
 
     def run(steps: int, i: int) -> tuple[float, float]:
         # a new digest each run: the prompt is recomputed, as sherpa-onnx does on every call
         voice = ReferenceVoice(
             samples=x, sample_rate=sr, transcript=PROMPT_TEXT, digest=f"peer-{i}", source="file"
         )
+        passes.clear()
         t = time.perf_counter()
         audio = sum(
             c.duration for c in engine.synthesize(chunks, voice, SynthesisOptions(seed=1, num_steps=steps))
@@ -127,6 +162,8 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_loaded_mb": rss_loaded,
         "run_s": elapsed,
         "audio_s": audio_s,
+        "decoder_passes": len(passes),
+        "max_pass_frames": max(passes, default=0),
         "torch_imported": "torch" in sys.modules,
     }
 
@@ -285,6 +322,23 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _pass_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Our decoder passes per row (timed runs): how the text was cut (``ZIPVOICE_ONNX_CHUNK_SECONDS``)."""
+    cells = []
+    for r in rows:
+        ok = [x for x in r["ours"].get("samples", []) if "error" not in x and x.get("decoder_passes")]
+        if ok:
+            cells.append(
+                f"{r['threads']} thread(s) {r['output']}: {ok[0]['decoder_passes']} pass(es), "
+                f"longest {max(x['max_pass_frames'] for x in ok)} frames"
+            )
+    return (
+        ["", f"Our decoder passes (prompt + generated frames, 93.75 per s): {'; '.join(cells)}."]
+        if cells
+        else []
+    )
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [
         f"{res['variant']} int8, {STEPS} steps, full-size random weights; RTF and peak RSS (MB) are medians per fresh process.",
@@ -302,6 +356,7 @@ def render(res: dict[str, Any]) -> str:
         for side in ("ours", "sherpa"):
             if r[side]["errors"]:
                 lines.append(f"|  | {side} errors: {'; '.join(r[side]['errors'])} | | | | | | | |")
+    lines += _pass_lines(res["rows"])
     lines += ["", *upstream.render_lines(res, res["variant"], STEPS), "", *MEMORY_NOTES]
     return "\n".join(lines)
 
