@@ -118,10 +118,9 @@ def _count_passes(engine: Any) -> list[int]:
 
 
 def _ours(spec: dict[str, Any]) -> dict[str, Any]:
-    from api.engines.base import ReferenceVoice, SynthesisOptions
-    from api.engines.zipvoice import ZipVoiceEngine
     from api.settings import Settings
-    from api.synthesis.service import split_for
+
+    from .ours import measure_engine
 
     onnx_dir = Path(spec["onnx_dir"])
     settings = Settings(
@@ -134,36 +133,22 @@ def _ours(spec: dict[str, Any]) -> dict[str, Any]:
         cache_dir=Path(spec["cache_dir"]),
         **({"onnx_precision": "int8"} if "onnx_precision" in Settings.model_fields else {}),
     )
-    engine = ZipVoiceEngine(settings, VARIANT)
-    t0 = time.perf_counter()
-    engine.load()
-    load_s = time.perf_counter() - t0
-    rss_loaded = rss_now_mb()
-    x, sr = _prompt()
-    chunks = split_for(engine, spec["text"], streaming=False)
-    passes = _count_passes(engine)
-
-    def run(steps: int, i: int) -> tuple[float, float]:
-        # a new digest each run: the prompt is recomputed, as sherpa-onnx does on every call
-        voice = ReferenceVoice(
-            samples=x, sample_rate=sr, transcript=PROMPT_TEXT, digest=f"peer-{i}", source="file"
-        )
-        passes.clear()
-        t = time.perf_counter()
-        audio = sum(
-            c.duration for c in engine.synthesize(chunks, voice, SynthesisOptions(seed=1, num_steps=steps))
-        )
-        return time.perf_counter() - t, audio
-
-    run(1, 0)
-    elapsed, audio_s = run(int(spec["steps"]), 1)
+    passes: dict[str, list[int]] = {}  # the decoder passes of the current run (warm-up not kept)
+    out = measure_engine(
+        settings,
+        VARIANT,
+        prompt_wav=prompt_wav(),
+        prompt_text=PROMPT_TEXT,
+        text=spec["text"],
+        steps=int(spec["steps"]),
+        digest_prefix="peer",
+        on_loaded=lambda engine: passes.setdefault("frames", _count_passes(engine)),
+        before_run=lambda: passes["frames"].clear(),
+    )
     return {
-        "load_s": load_s,
-        "rss_loaded_mb": rss_loaded,
-        "run_s": elapsed,
-        "audio_s": audio_s,
-        "decoder_passes": len(passes),
-        "max_pass_frames": max(passes, default=0),
+        **out,
+        "decoder_passes": len(passes["frames"]),
+        "max_pass_frames": max(passes["frames"], default=0),
         "torch_imported": "torch" in sys.modules,
     }
 

@@ -443,14 +443,12 @@ def ours_torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement of our PyTorch path (``ZipVoiceEngine``, ``ENGINE=torch``), in our venv."""
     import torch
 
+    from api.settings import Settings
+
+    from .ours import measure_engine
+
     threads = int(spec["threads"])
     torch.set_num_threads(threads)
-    from api.audio.decode import decode_audio
-    from api.engines.base import ReferenceVoice, SynthesisOptions
-    from api.engines.zipvoice import ZipVoiceEngine
-    from api.settings import Settings
-    from api.synthesis.service import split_for
-
     settings = Settings(
         num_threads=threads,
         allow_downloads=False,
@@ -460,28 +458,16 @@ def ours_torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
         vocos_model_dir=Path(spec["vocos_dir"]),
         cache_dir=Path(spec["cache_dir"]),
     )
-    engine = ZipVoiceEngine(settings, spec["variant"])
-    t0 = time.perf_counter()
-    engine.load()
-    load_s = time.perf_counter() - t0
-    rss_loaded = _rss_now_mb()
-    x, sr = decode_audio(Path(spec["prompt_wav"]).read_bytes(), max_seconds=60, mono=True)
-    chunks = split_for(engine, spec["text"], streaming=False)
-
-    def run(steps: int, i: int) -> tuple[float, float]:
-        # a new digest each run: the prompt is recomputed, as upstream does on every call
-        voice = ReferenceVoice(
-            samples=x, sample_rate=sr, transcript=spec["prompt_text"], digest=f"peer-torch-{i}", source="file"
-        )
-        t = time.perf_counter()
-        audio = sum(
-            c.duration for c in engine.synthesize(chunks, voice, SynthesisOptions(seed=1, num_steps=steps))
-        )
-        return time.perf_counter() - t, audio
-
-    run(1, 0)
-    elapsed, audio_s = run(int(spec["steps"]), 1)
-    return _finish({"load_s": load_s, "rss_loaded_mb": rss_loaded, "run_s": elapsed, "audio_s": audio_s})
+    out = measure_engine(
+        settings,
+        spec["variant"],
+        prompt_wav=Path(spec["prompt_wav"]),
+        prompt_text=spec["prompt_text"],
+        text=spec["text"],
+        steps=int(spec["steps"]),
+        digest_prefix="peer-torch",
+    )
+    return _finish(out)
 
 
 def _spawn(cmd: list[str], out_path: Path, env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
