@@ -3,9 +3,6 @@ results, and one tiny run end to end (two real servers, tiny checkpoints, 1 and 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,8 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from bench import batching  # noqa: E402
 from bench_lib.stats import summary  # noqa: E402
+
+from tests.scripts.bench_run import run_bench  # noqa: E402
 
 
 def _row(clients: int, on: float, off: float) -> dict[str, Any]:
@@ -76,30 +75,23 @@ def test_table_has_a_row_per_client_count() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_batching_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
-    md, js = tmp_path / "b.md", tmp_path / "b.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.bench.batching",
-        "--batching-size",
-        "tiny",
-        "--batching-clients",
-        "1,2",
-        "--batching-rounds",
-        "1",
-        "--batching-per-client",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--md",
-        str(md),
-        "--json",
-        str(js),
-    ]
-    env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=850, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(js.read_text())["sections"]["batching"]
+    data, md = run_bench(
+        ["-m", "scripts.bench.batching"],
+        [
+            "--batching-size",
+            "tiny",
+            "--batching-clients",
+            "1,2",
+            "--batching-rounds",
+            "1",
+            "--batching-per-client",
+            "1",
+        ],
+        tmp_path,
+        reference_dir,
+        timeout=850,
+    )
+    res = data["sections"]["batching"]
     assert "error" not in res, res.get("error")
     assert [r["clients"] for r in res["rows"]] == [1, 2]
     for r in res["rows"]:

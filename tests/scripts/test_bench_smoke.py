@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from bench_lib.stats import fmt, percentile, summary  # noqa: E402
+
+from tests.scripts.bench_run import bench_env, run_bench  # noqa: E402
 
 
 def test_stats_helpers() -> None:
@@ -138,32 +139,24 @@ def test_goals_and_report_render(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
-    md, js = tmp_path / "b.md", tmp_path / "b.json"
-    cmd = [
-        sys.executable,
-        str(REPO_ROOT / "scripts" / "bench.py"),
-        "engine",
-        "--zipvoice-size",
-        "tiny",
-        "--backends",
-        "zipvoice",
-        "--zipvoice-variants",
-        "zipvoice_distill",
-        "--outputs",
-        "5",
-        "--repeats",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--md",
-        str(md),
-        "--json",
-        str(js),
-    ]
-    env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(js.read_text())
+    data, md = run_bench(
+        [str(REPO_ROOT / "scripts" / "bench.py"), "engine"],
+        [
+            "--zipvoice-size",
+            "tiny",
+            "--backends",
+            "zipvoice",
+            "--zipvoice-variants",
+            "zipvoice_distill",
+            "--outputs",
+            "5",
+            "--repeats",
+            "1",
+        ],
+        tmp_path,
+        reference_dir,
+        timeout=300,
+    )
     assert set(data) == {"meta", "goals", "sections"}
     meta = data["meta"]
     for key in ("date", "command", "machine", "loadavg_start", "loadavg_end", "duration_s"):
@@ -178,7 +171,9 @@ def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
     assert "## Engine" in text and "## Goals" in text and "Load average at start" in text
     # the section's own module re-renders the same report from that JSON (python -m entry point)
     md2 = tmp_path / "b2.md"
+    js = md.with_suffix(".json")
     cmd = [sys.executable, "-m", "scripts.bench.engine", "--render", "--json", str(js), "--md", str(md2)]
+    env = bench_env(reference_dir)
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert md2.read_text() == text
@@ -195,30 +190,22 @@ def test_torch_free_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
 
     if shutil.which("uv") is None:
         pytest.skip("uv is needed to make the torch-free venv")
-    md, js = tmp_path / "t.md", tmp_path / "t.json"
-    cmd = [
-        sys.executable,
-        str(REPO_ROOT / "scripts" / "bench.py"),
-        "torch_free",
-        "--quick",
-        "--torch-free-variants",
-        "zipvoice_distill",
-        "--torch-free-configs",
-        "int8,int8-torch",
-        "--repeats",
-        "1",
-        "--torch-free-no-cold",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--md",
-        str(md),
-        "--json",
-        str(js),
-    ]
-    env = {**os.environ, "ZIPVOICE_REFERENCE_DIR": str(reference_dir)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=850, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(js.read_text())["sections"]["torch_free"]
+    data, md = run_bench(
+        [str(REPO_ROOT / "scripts" / "bench.py"), "torch_free", "--quick"],
+        [
+            "--torch-free-variants",
+            "zipvoice_distill",
+            "--torch-free-configs",
+            "int8,int8-torch",
+            "--repeats",
+            "1",
+            "--torch-free-no-cold",
+        ],
+        tmp_path,
+        reference_dir,
+        timeout=850,
+    )
+    res = data["sections"]["torch_free"]
     assert res["torch_free_mode"] == "venv"
     free, dev = res["rows"]
     assert (free["config"], dev["config"]) == ("onnx-int8 torch-free", "onnx-int8 torch importable")
