@@ -39,6 +39,7 @@ from api.zipvoice.runtime.select import (
     RuntimeProbe,
     ensure_onnx,
     find_onnx_dir,
+    onnx_graph_cache,
     variant_choice,
 )
 
@@ -230,7 +231,13 @@ class ZipVoiceEngine:
             ckpt_dir = local_model_dir(s, self.variant)
             if ckpt_dir is not None:
                 tokens = ckpt_dir / "tokens.txt"
-        model = load_onnx_dir(onnx_dir, choice.precision, num_threads=s.num_threads, device=choice.device)
+        model = load_onnx_dir(
+            onnx_dir,
+            choice.precision,
+            num_threads=s.num_threads,
+            device=choice.device,
+            graph_cache=onnx_graph_cache(s),
+        )
         tokenizer = get_tokenizer(self.defaults.tokenizer, tokens)
         extractor, vocoder, frontend = load_array_frontend(vocos_dir)
         log.info("%s loaded (%s, %s front-end) from %s", self.variant, choice.label, frontend, onnx_dir)
@@ -280,7 +287,11 @@ class ZipVoiceEngine:
 
             onnx_dir = ensure_onnx(s, self.variant, model_dir, choice.precision)
             return load_onnx_model(
-                onnx_dir, choice.precision, num_threads=s.num_threads, device=choice.device
+                onnx_dir,
+                choice.precision,
+                num_threads=s.num_threads,
+                device=choice.device,
+                graph_cache=onnx_graph_cache(s),
             )
         from api.zipvoice.runtime.trt_backend import load_trt_model
 

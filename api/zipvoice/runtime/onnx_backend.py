@@ -202,14 +202,19 @@ class GraphZipVoice:
 
 
 def load_onnx_model(
-    directory: Path, precision: str = "int8", num_threads: int = 0, device: str = "cpu"
+    directory: Path,
+    precision: str = "int8",
+    num_threads: int = 0,
+    device: str = "cpu",
+    graph_cache: Path | None = None,
 ) -> GraphZipVoice:
-    """Sessions for ``text_encoder[_int8].onnx`` + ``fm_decoder[_int8].onnx`` in ``directory``."""
+    """Sessions for ``text_encoder[_int8].onnx`` + ``fm_decoder[_int8].onnx`` in ``directory``
+    (``graph_cache``: see :func:`make_session`)."""
     text_name, fm_name = onnx_file_names(precision)
     missing = [n for n in (text_name, fm_name) if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found in {directory}")
-    text = OrtTextEncoder(make_session(directory / text_name, num_threads, device))
-    fm = OrtDecoderStep(make_session(directory / fm_name, num_threads, device))
+    text = OrtTextEncoder(make_session(directory / text_name, num_threads, device, graph_cache))
+    fm = OrtDecoderStep(make_session(directory / fm_name, num_threads, device, graph_cache))
     log.info("ONNX %s sessions from %s (%s)", precision, directory, ", ".join(fm.session.get_providers()))
     return GraphZipVoice(text, fm, feat_dim=fm.feat_dim, name=f"onnx-{precision}")

@@ -118,12 +118,23 @@ def session_options(num_threads: int = 0) -> Any:
     return opts
 
 
-def make_session(path: Path, num_threads: int = 0, device: str = "cpu") -> Any:
-    """An ``InferenceSession`` with :func:`session_options` on :func:`onnx_providers`."""
+def make_session(
+    path: Path, num_threads: int = 0, device: str = "cpu", graph_cache: Path | None = None
+) -> Any:
+    """An ``InferenceSession`` with :func:`session_options` on :func:`onnx_providers`.
+
+    ``graph_cache``: on the CPU provider, load the graph with its ``Softplus`` nodes rewritten for
+    the vectorised kernels (:mod:`api.zipvoice.runtime.graph_opt`, written once into this folder);
+    ``None`` loads the file as is."""
     import onnxruntime as ort
 
     opts = session_options(num_threads)
-    return ort.InferenceSession(str(path), sess_options=opts, providers=onnx_providers(device))
+    providers = onnx_providers(device)
+    if graph_cache is not None and providers == ["CPUExecutionProvider"]:
+        from api.zipvoice.runtime.graph_opt import fast_activation_graph
+
+        path = fast_activation_graph(path, graph_cache)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
 #: run config entry: at the end of the run, ORT frees the CPU arena's regions no tensor uses
@@ -347,18 +358,23 @@ def read_model_json(directory: Path) -> dict[str, Any]:
 
 
 def load_onnx_dir(
-    directory: Path, precision: str = "int8", num_threads: int = 0, device: str = "cpu"
+    directory: Path,
+    precision: str = "int8",
+    num_threads: int = 0,
+    device: str = "cpu",
+    graph_cache: Path | None = None,
 ) -> OnnxZipVoice:
     """Sessions for a variant folder (official hub layout or ``zipvoice-export`` output); the
-    graphs are required, ``model.json`` is checked when present (feature type)."""
+    graphs are required, ``model.json`` is checked when present (feature type). ``graph_cache``:
+    see :func:`make_session`."""
     text_name, fm_name = onnx_file_names(precision)
     missing = [n for n in (text_name, fm_name) if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found in {directory}")
     if (directory / "model.json").is_file():
         read_model_json(directory)
-    text: Any = make_session(directory / text_name, num_threads, device)
-    fm: Any = make_session(directory / fm_name, num_threads, device)
+    text: Any = make_session(directory / text_name, num_threads, device, graph_cache)
+    fm: Any = make_session(directory / fm_name, num_threads, device, graph_cache)
     if fm.get_providers()[0] == "CPUExecutionProvider":  # (the shrinkage entry names the CPU arena)
         # the text encoder runs once per pass: it may release every time; the decoder per pass
         text, fm = ArenaReleasingSession(text, every_run=True), ArenaReleasingSession(fm)

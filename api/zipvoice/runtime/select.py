@@ -217,6 +217,12 @@ def find_onnx_dir(settings: Settings, variant: str, precision: str) -> Path | No
     return onnx_dir_for(settings, variant, local_model_dir(settings, variant), precision)
 
 
+def onnx_graph_cache(settings: Settings) -> Path | None:
+    """Where the CPU-rewritten graphs are kept (:mod:`api.zipvoice.runtime.graph_opt`), or
+    ``None`` when ``ZIPVOICE_ONNX_FAST_ACTIVATIONS`` is off (load the files as they are)."""
+    return settings.cache_dir / "onnx-graphs" if settings.zipvoice_onnx_fast_activations else None
+
+
 def ensure_onnx(settings: Settings, variant: str, model_dir: Path, precision: str) -> Path:
     """ONNX files for ``precision`` (exporting into the cache the first time)."""
     from api.zipvoice.onnx_export import checkpoint_digest, export_onnx
