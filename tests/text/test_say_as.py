@@ -149,3 +149,18 @@ def test_threads_get_the_same_readings() -> None:
     serial = [interpret("cardinal", n) for n in numbers]
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda n: interpret("cardinal", n), numbers)) == serial
+
+
+def test_inflect_is_imported_on_the_first_number_only() -> None:
+    """The app does not pay inflect's import (~2 s, ~11 MB) until a say-as number needs it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, api.app, api.text.say_as as s\n"
+        "assert 'inflect' not in sys.modules, 'imported with the app'\n"
+        "assert s.interpret('cardinal', '42') == 'forty-two', s.interpret('cardinal', '42')\n"
+        "assert 'inflect' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
