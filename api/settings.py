@@ -270,6 +270,8 @@ class Settings(BaseSettings):
     """Most ZipVoice sampler calls (text chunks of concurrent requests with the same model, steps, guidance and t_shift) run as one padded batch on the PyTorch engine. 1 = off. Requests keep their synthesis slots while batched, so set MAX_CONCURRENCY at least this high; the ONNX engine stays sequential."""
     batch_window_ms: float = Field(default=20.0, ge=0, le=1000)
     """How long the first sampler call of a batch waits for others to join (milliseconds); a batch starts earlier when full or when every request in the engine is waiting."""
+    batch_workers: int = Field(default=0, ge=0, le=16)
+    """Batches run at the same time (each its own thread). 0 = auto: 2 on CPU, where a second run fills the cores while the first dispatches ops, and 1 on CUDA (one big batch). Waiting calls are shared out among free workers."""
     reference_concurrency: int = 2
     """Reference preparations (url+ fetch, decode, clean-up, Whisper) running at once; separate from synthesis slots."""
     reference_queue: int = 8

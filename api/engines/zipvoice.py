@@ -80,6 +80,13 @@ PRIORITY_PROFILES: dict[str, dict[Priority, PriorityProfile]] = {
 PromptCache = LRUCache
 
 
+def batch_workers(setting: int, device: str) -> int:
+    """``BATCH_WORKERS``, with 0 (auto) resolved for the engine's device: 1 on CUDA, 2 on CPU."""
+    if setting > 0:
+        return setting
+    return 1 if device.startswith("cuda") else 2
+
+
 class ZipVoiceEngine:
     voice_kind: Literal["preset", "clone"] = "clone"
     sample_rate = 24000
@@ -183,12 +190,14 @@ class ZipVoiceEngine:
         if s.batch_max_size <= 1 or enable is None:
             return
         queue = 4 * max(s.batch_max_size, s.max_concurrency)
-        if enable(s.batch_window_ms / 1000.0, s.batch_max_size, queue):
+        workers = batch_workers(s.batch_workers, str(getattr(pipeline, "device", "cpu")))
+        if enable(s.batch_window_ms / 1000.0, s.batch_max_size, queue, workers):
             log.info(
-                "%s: batching up to %d sampler calls within %g ms",
+                "%s: batching up to %d sampler calls within %g ms, %d batch(es) at a time",
                 self.variant,
                 s.batch_max_size,
                 s.batch_window_ms,
+                workers,
             )
             if s.max_concurrency < s.batch_max_size:
                 log.warning(

@@ -33,9 +33,16 @@ When to close a batch: at ``max_size`` items, when the window of its oldest call
 soon as every caller currently inside the pipeline (``Batcher.session``) is waiting, since no one
 else can join: a lone request never waits for the window.
 
-One thread per batcher runs the batches, one at a time (a batch is one engine run). Requests
-waiting in the window or in a running batch keep their synthesis slots; ``MAX_CONCURRENCY`` must
-be at least ``BATCH_MAX_SIZE`` for batches of that size to form.
+``workers`` threads run the batches, each one batch at a time (a batch is one engine run). With
+more than one worker the waiting calls are shared out: a free worker takes its share of the
+compatible calls waiting (``ceil(waiting / free workers)``, at most ``max_size``), so two calls
+waiting with two free workers run side by side, not as one batch of two. On a CPU that is what
+keeps the cores busy: one sampler run leaves them idle while Python dispatches each op, and a
+second run fills those gaps (measured with the full-size distill, 2 clients, 2 cores: one
+worker 0.84x the throughput of batching off, see ``docs/benchmarks.md``). On a GPU one worker
+(one big batch) is the default. Requests waiting in the window or in a running batch keep their
+synthesis slots; ``MAX_CONCURRENCY`` must be at least ``BATCH_MAX_SIZE`` for batches of that
+size to form.
 """
 
 from __future__ import annotations
@@ -148,22 +155,26 @@ class Batcher(Generic[J, R]):
         window_s: float = 0.02,
         max_size: int = 8,
         max_queue: int = 64,
+        workers: int = 1,
         name: str = "zipvoice-batcher",
     ) -> None:
-        if max_size < 1 or max_queue < 1 or window_s < 0:
-            raise ValueError("max_size and max_queue must be >= 1 and window_s >= 0")
+        if max_size < 1 or max_queue < 1 or window_s < 0 or workers < 1:
+            raise ValueError("max_size, max_queue and workers must be >= 1 and window_s >= 0")
         self._run = run
         self._key = key
         self._size = size
         self.window_s = window_s
         self.max_size = max_size
         self.max_queue = max_queue
+        self.workers = workers
         self.name = name
         self.stats = BatchStats()
         self._cond = threading.Condition()
         self._pending: deque[_Item[J, R]] = deque()
         self._active = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # workers running a batch
+        self._running_calls = 0  # calls inside those batches
         self._closed = False
 
     # -- callers ---------------------------------------------------------------------------------
@@ -222,15 +233,19 @@ class Batcher(Generic[J, R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=10)
 
     # -- the batcher thread ------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-            self._thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()]
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(
+                target=self._loop, name=f"{self.name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def _drop_cancelled(self) -> None:
         for item in [i for i in self._pending if i.cancelled]:
@@ -253,17 +268,27 @@ class Batcher(Generic[J, R]):
                 self._cond.wait()
                 continue
             first = self._pending[0]
+            compatible = [i for i in self._pending if i.key == first.key]
+            # this worker's share: the compatible calls waiting, spread over the free workers
+            free = max(1, self.workers - self._busy)
+            share = -(-sum(i.size for i in compatible) // free)
+            cap = max(first.size, min(self.max_size, share))
             batch = [first]
             total = first.size
-            for item in list(self._pending)[1:]:
-                if item.key == first.key and total + item.size <= self.max_size:
+            for item in compatible[1:]:
+                if total + item.size <= cap:
                     batch.append(item)
                     total += item.size
             remaining = first.arrived + self.window_s - time.monotonic()
-            everyone_waits = 0 < self._active <= len(self._pending)
+            # no caller outside a running batch can still join: the ones left all wait here
+            everyone_waits = 0 < self._active - self._running_calls <= len(self._pending)
             if total >= self.max_size or remaining <= 0 or everyone_waits:
                 for item in batch:
                     self._pending.remove(item)
+                self._busy += 1
+                self._running_calls += len(batch)
+                if self._pending:  # another free worker may take the rest now
+                    self._cond.notify_all()
                 return batch
             self._cond.wait(remaining)
 
@@ -274,7 +299,13 @@ class Batcher(Generic[J, R]):
                     batch = self._take_batch()
                 if batch is None:
                     return
-                self._execute(batch)
+                try:
+                    self._execute(batch)
+                finally:
+                    with self._cond:
+                        self._busy -= 1
+                        self._running_calls -= len(batch)
+                        self._cond.notify_all()
             except BaseException:  # never dies: log and serve the next batch
                 log.exception("%s: unexpected error", self.name)
                 time.sleep(0.01)
@@ -440,9 +471,15 @@ def run_padded(model: Any, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, Tens
 
 
 def sample_batcher(
-    model: Any, *, window_s: float, max_size: int, max_queue: int, name: str = "zipvoice-batcher"
+    model: Any,
+    *,
+    window_s: float,
+    max_size: int,
+    max_queue: int,
+    workers: int = 1,
+    name: str = "zipvoice-batcher",
 ) -> Batcher[SampleJob, tuple[Tensor, Tensor]]:
-    """A :class:`Batcher` of ``model``'s sampler calls."""
+    """A :class:`Batcher` of ``model``'s sampler calls, ``workers`` batches at a time."""
 
     def run(jobs: list[SampleJob]) -> list[tuple[Tensor, Tensor]]:
         return run_padded(model, jobs)
@@ -454,5 +491,6 @@ def sample_batcher(
         window_s=window_s,
         max_size=max_size,
         max_queue=max_queue,
+        workers=workers,
         name=name,
     )

@@ -188,7 +188,7 @@ class ZipVoicePipeline:
         #: cross-request batching of the sampler calls (:meth:`enable_batching`); ``None``: off
         self.batcher: Batcher[SampleJob, tuple[Tensor, Tensor]] | None = None
 
-    def enable_batching(self, window_s: float, max_size: int, max_queue: int) -> bool:
+    def enable_batching(self, window_s: float, max_size: int, max_queue: int, workers: int = 1) -> bool:
         """Run the sampler calls of concurrent :meth:`generate` calls as padded batches
         (:mod:`api.zipvoice.batching`). Only the PyTorch model takes padding masks and an
         injected ``x0``: with a graph runtime (ONNX/TensorRT, batch of one, no mask input) this
@@ -198,7 +198,9 @@ class ZipVoicePipeline:
 
         if max_size <= 1 or not isinstance(self.model, ZipVoice):
             return False
-        self.batcher = sample_batcher(self.model, window_s=window_s, max_size=max_size, max_queue=max_queue)
+        self.batcher = sample_batcher(
+            self.model, window_s=window_s, max_size=max_size, max_queue=max_queue, workers=workers
+        )
         return True
 
     def prepare_prompt(

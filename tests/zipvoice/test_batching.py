@@ -133,6 +133,71 @@ def test_a_job_counts_its_items_and_a_big_one_runs_alone() -> None:
         b.close()
 
 
+def _in_session(b: Batcher[Any, Any], barrier: threading.Barrier, job: Any) -> Any:
+    with b.session():
+        barrier.wait(10)  # every caller is inside before anyone submits
+        return b.submit(job)
+
+
+def test_two_workers_share_out_the_waiting_calls() -> None:
+    both_running = threading.Barrier(2)
+
+    def run(jobs: list[Any]) -> list[Any]:
+        both_running.wait(10)  # each batch runs until the other has started
+        return [("out", job) for job in jobs]
+
+    b: Batcher[Any, Any] = Batcher(run, key=lambda job: job[0], window_s=5.0, max_size=8, workers=2)
+    try:
+        barrier = threading.Barrier(8)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(8)]
+            results = [f.result(20) for f in futures]
+        assert [r[1][1] for r in results] == list(range(8))
+        # all 8 waited (no window wait): two free workers take half each, not one batch of 8
+        assert b.stats.sizes == {4: 2}, b.stats.sizes
+    finally:
+        b.close()
+
+
+def test_two_calls_with_two_workers_run_side_by_side() -> None:
+    both_running = threading.Barrier(2)
+
+    def run(jobs: list[Any]) -> list[Any]:
+        both_running.wait(10)  # raises BrokenBarrierError unless the other batch runs meanwhile
+        return [("out", job) for job in jobs]
+
+    b: Batcher[Any, Any] = Batcher(run, key=lambda job: job[0], window_s=5.0, max_size=8, workers=2)
+    try:
+        barrier = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(2)]
+            assert [f.result(20) for f in futures] == [("out", ("k", 0)), ("out", ("k", 1))]
+        assert b.stats.sizes == {1: 2}
+    finally:
+        b.close()
+
+
+def test_one_worker_still_makes_one_batch() -> None:
+    b = make(Recorder(), window_s=5.0, max_size=8)
+    try:
+        barrier = threading.Barrier(4)
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(4)]:
+                f.result(20)
+        assert b.stats.sizes == {4: 1}
+    finally:
+        b.close()
+
+
+def test_workers_are_validated_and_resolved() -> None:
+    from api.engines.zipvoice import batch_workers
+
+    with pytest.raises(ValueError, match="workers"):
+        Batcher(Recorder(), key=lambda job: job, workers=0)
+    assert batch_workers(0, "cpu") == 2 and batch_workers(0, "cuda:0") == 1
+    assert batch_workers(3, "cpu") == 3 and batch_workers(1, "cuda") == 1
+
+
 def test_cancelled_waiting_call_is_dropped_before_its_batch() -> None:
     gate = threading.Event()
     runner = Recorder(gate)
@@ -448,7 +513,7 @@ def test_batched_requests_equal_unbatched(reference_dir: Path, voice: ReferenceV
     from api.synthesis.request import SpeechJob
     from tests.synthesis.fakes import rig
 
-    on = _engine(reference_dir, batch_max_size=2, batch_window_ms=1000, max_concurrency=4)
+    on = _engine(reference_dir, batch_max_size=2, batch_window_ms=1000, max_concurrency=4, batch_workers=1)
     on._pipeline.batcher.window_s = 30.0  # the batch closes when both are in (max size), however slow
     off = _engine(reference_dir)
     assert off._pipeline.batcher is None
