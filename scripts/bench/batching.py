@@ -132,6 +132,7 @@ def _env(cfg: argparse.Namespace, batch: int) -> dict[str, str]:
         "MAX_QUEUE": "32",
         "BATCH_MAX_SIZE": str(batch),
         "BATCH_WINDOW_MS": str(cfg.batching_window_ms),
+        "BATCH_WORKERS": str(cfg.batching_workers),
     }
 
 
@@ -201,7 +202,12 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         "window_ms": cfg.batching_window_ms,
         "max_concurrency": top,
         "batch_max_size": top,
+        "batch_workers": cfg.batching_workers,
     }
+
+
+def _workers(setting: int) -> str:
+    return f"{setting}" if setting else "0 (auto: 2 on CPU, 1 on CUDA)"
 
 
 def _cell(x: dict[str, Any] | None) -> str:
@@ -212,7 +218,8 @@ def render(res: dict[str, Any]) -> str:
     out = [
         f"{VARIANT}, {res['steps']} steps, {res.get('size')} checkpoint, runtime {res.get('runtime') or '–'}; "
         f"MAX_CONCURRENCY {res['max_concurrency']} on both servers; on: BATCH_MAX_SIZE {res['batch_max_size']}, "
-        f"BATCH_WINDOW_MS {res['window_ms']}; off: BATCH_MAX_SIZE 1; {res['per_client']} request(s) per "
+        f"BATCH_WINDOW_MS {res['window_ms']}, BATCH_WORKERS {_workers(res.get('batch_workers', 0))}; "
+        f"off: BATCH_MAX_SIZE 1; {res['per_client']} request(s) per "
         f"client per round, {res['repeats']} round(s) per side.",
         "",
         "| clients | requests/s on | requests/s off | on / off | per-round ratio | server CPU s per request on "
@@ -281,6 +288,9 @@ def add_args(ap: Any) -> None:
     )
     ap.add_argument("--batching-window-ms", type=float, default=20.0, help="BATCH_WINDOW_MS of the on server")
     ap.add_argument("--batching-device", default="auto", help="DEVICE of both servers (auto: CUDA on a GPU)")
+    ap.add_argument(
+        "--batching-workers", type=int, default=0, help="BATCH_WORKERS of both servers (0: the engine's auto)"
+    )
     ap.add_argument(
         "--batching-size",
         choices=["base", "tiny"],

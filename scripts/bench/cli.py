@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--render", action="store_true", help="only re-render the markdown (and goals) from the JSON"
     )
+    ap.add_argument(
+        "--merge-from",
+        type=Path,
+        help="merge the sections of a run written to another JSON (--json elsewhere) into --json, re-render",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     for name, sec in sections().items():
@@ -105,6 +110,19 @@ def run_sections(cfg: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def merge_from(cfg: argparse.Namespace) -> int:
+    """The sections of a finished run written to another JSON go into ``--json`` as if that run had
+    used ``--merge`` (its own date, command and load averages are kept in the list of runs)."""
+    other = json.loads(cfg.merge_from.read_text())
+    meta = other["meta"]
+    if meta.get("runs"):
+        raise SystemExit(f"{cfg.merge_from} is itself a merged report: merge the runs it lists instead")
+    results, merged = merge(json.loads(cfg.json.read_text()), other["sections"], meta)
+    write_report(cfg, merged, results, goals(results, merged["runs"][0]["loadavg_start"], merged["runs"]))
+    log(f"merged {', '.join(other['sections'])} from {cfg.merge_from} into {cfg.json} and {cfg.md}")
+    return 0
+
+
 def render_only(cfg: argparse.Namespace) -> int:
     data = json.loads(cfg.json.read_text())
     runs = data["meta"].get("runs") or [data["meta"]]
@@ -120,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         out = worker(json.loads(cfg.worker))
         cfg.worker_out.write_text(json.dumps(out), encoding="utf-8")
         return 0
+    if cfg.merge_from:
+        return merge_from(cfg)
     if cfg.render:
         return render_only(cfg)
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ MEMORY_NOTES = [
     "Where our memory goes (fresh-process probes, full-size int8 distill, 1 thread; VmRSS/VmHWM):",
     "",
     "* Loaded engine 324 MB (sherpa-onnx 315-329): Python + numpy 30, the server's imports 59 "
-    "(pydantic-settings 16, PyAV 16, inflect 11, FastAPI 7), onnxruntime 17, text encoder session 21, "
+    "(pydantic-settings 16, PyAV 16, inflect 11 (now imported on the first number spelled out only), "
+    "FastAPI 7), onnxruntime 17, text encoder session 21, "
     "decoder session 144 (122 MB file), numpy Vocos 52. It was 433 MB: the freed protobuf parse "
     "buffers and Vocos' load temporaries stayed in the C heap; `malloc_trim` after loading "
     "(`api/zipvoice/runtime/heap.py`) returns them.",
@@ -67,6 +68,15 @@ MEMORY_NOTES = [
     "clause without punctuation stays whole, up to the server's 300-character split).",
     "* Not memory: the English front-end (+28 MB: inflect, espeak-ng data) loads on the first "
     "request; jieba and pypinyin (+143 MB) only when Chinese text appears.",
+    "* Speed: ONNX Runtime's CPU `Softplus` kernel (the Zipformer's SwooshL/SwooshR, 82 nodes in the "
+    "decoder) evaluates log1p(exp(x)) one element at a time; profiled at 760 frames, 1 thread, it was "
+    "51% of a decoder step, more than all int8 matmuls together. Our engine loads the graphs with it "
+    "written as Relu(x) - Log(Sigmoid(|x|)), the same function on vectorised kernels "
+    "(`api/zipvoice/runtime/graph_opt.py`, once per file into the cache, `ZIPVOICE_ONNX_FAST_ACTIVATIONS`): "
+    "a step at 760 frames 1,175-1,280 -> 650-780 ms; fp32 outputs equal to 1e-4, int8 outputs as far "
+    "from fp32 as before. sherpa-onnx and upstream load the same files as they are. Tried, no gain: "
+    "the attention's relative-position shift as two slices instead of Expand + GatherElements "
+    "(bit-identical, 5% slower).",
     "* Tried, no gain: arena off (with a fixed mmap threshold -20 MB but every step ~2x slower), "
     "`kSameAsRequested` or one shared env arena (±2 MB), graph optimisation BASIC/EXTENDED/ALL "
     "(same peak), `session.disable_prepacking` (-20 MB at load only, same resident after the trim).",
@@ -84,7 +94,8 @@ RSS_REASON = (
     "(see the notes under the Peers table)"
 )
 SPEED_REASON = (
-    "same int8 graphs on both sides, so the ratio is the frames decoded (ours: sentence passes up "
+    "same int8 files on both sides, so the ratio is the decoder's kernels (ours: Softplus rewritten, "
+    "see the notes under the Peers table), the frames decoded (ours: sentence passes up "
     "to ZIPVOICE_ONNX_CHUNK_SECONDS, prompt in each; sherpa-onnx: clause passes) and the "
     "front-end/vocoder; and a shared machine's noise"
 )

@@ -137,6 +137,32 @@ def test_goals_and_report_render(tmp_path: Path) -> None:
     assert json.loads(cfg.json.read_text())["sections"] == results
 
 
+def test_merge_from_a_scratch_run(tmp_path: Path) -> None:
+    """A run written to a scratch JSON goes into the report later, as ``--merge`` would have put it."""
+    from bench import cli, harness
+
+    base, scratch = json.loads((REPO_ROOT / "docs" / "benchmarks.json").read_text()), {}
+    run_meta = {**base["meta"], "date": "2030-01-01T00:00:00+00:00", "command": "scratch run"}
+    for key in ("runs",):
+        run_meta.pop(key, None)
+    section = {**base["sections"]["voice_reuse"], "run_date": run_meta["date"]}
+    scratch = {"meta": run_meta, "goals": [], "sections": {"voice_reuse": section}}
+    (tmp_path / "report.json").write_text(json.dumps(base))
+    (tmp_path / "scratch.json").write_text(json.dumps(scratch))
+    argv = ["--json", str(tmp_path / "report.json"), "--md", str(tmp_path / "report.md")]
+    assert cli.main([*argv, "--merge-from", str(tmp_path / "scratch.json")]) == 0
+    out = json.loads((tmp_path / "report.json").read_text())
+    assert out["sections"]["voice_reuse"]["run_date"] == run_meta["date"]
+    assert set(out["sections"]) == set(base["sections"])  # the other sections are kept
+    assert out["meta"]["runs"][-1]["command"] == "scratch run"
+    assert len(out["meta"]["runs"]) == len(base["meta"].get("runs") or [base["meta"]]) + 1
+    assert "scratch run" in (tmp_path / "report.md").read_text()
+    # a merged report is not a run: refused rather than nesting its runs
+    with pytest.raises(SystemExit, match="merged report"):
+        cli.main([*argv, "--merge-from", str(tmp_path / "report.json")])
+    assert harness.sections()
+
+
 @pytest.mark.slow
 def test_engine_section_tiny(tmp_path: Path, reference_dir: Path) -> None:
     data, md = run_bench(
