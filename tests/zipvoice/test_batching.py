@@ -139,20 +139,29 @@ def _in_session(b: Batcher[Any, Any], barrier: threading.Barrier, job: Any) -> A
         return b.submit(job)
 
 
-def test_two_workers_share_out_the_waiting_calls() -> None:
+def _two_workers_in_step() -> Batcher[Any, Any]:
+    """Two workers whose batches each wait until the other batch has started: a batch that ran
+    alone (the batches one after the other) breaks the barrier and fails its callers."""
     both_running = threading.Barrier(2)
 
     def run(jobs: list[Any]) -> list[Any]:
-        both_running.wait(10)  # each batch runs until the other has started
+        both_running.wait(10)
         return [("out", job) for job in jobs]
 
-    b: Batcher[Any, Any] = Batcher(run, key=lambda job: job[0], window_s=5.0, max_size=8, workers=2)
+    return Batcher(run, key=lambda job: job[0], window_s=5.0, max_size=8, workers=2)
+
+
+def _all_in_session(b: Batcher[Any, Any], calls: int) -> list[Any]:
+    barrier = threading.Barrier(calls)
+    with ThreadPoolExecutor(calls) as pool:
+        futures = [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(calls)]
+        return [f.result(20) for f in futures]
+
+
+def test_two_workers_share_out_the_waiting_calls() -> None:
+    b = _two_workers_in_step()
     try:
-        barrier = threading.Barrier(8)
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(8)]
-            results = [f.result(20) for f in futures]
-        assert [r[1][1] for r in results] == list(range(8))
+        assert [r[1][1] for r in _all_in_session(b, 8)] == list(range(8))
         # all 8 waited (no window wait): two free workers take half each, not one batch of 8
         assert b.stats.sizes == {4: 2}, b.stats.sizes
     finally:
@@ -160,18 +169,9 @@ def test_two_workers_share_out_the_waiting_calls() -> None:
 
 
 def test_two_calls_with_two_workers_run_side_by_side() -> None:
-    both_running = threading.Barrier(2)
-
-    def run(jobs: list[Any]) -> list[Any]:
-        both_running.wait(10)  # raises BrokenBarrierError unless the other batch runs meanwhile
-        return [("out", job) for job in jobs]
-
-    b: Batcher[Any, Any] = Batcher(run, key=lambda job: job[0], window_s=5.0, max_size=8, workers=2)
+    b = _two_workers_in_step()
     try:
-        barrier = threading.Barrier(2)
-        with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(2)]
-            assert [f.result(20) for f in futures] == [("out", ("k", 0)), ("out", ("k", 1))]
+        assert _all_in_session(b, 2) == [("out", ("k", 0)), ("out", ("k", 1))]
         assert b.stats.sizes == {1: 2}
     finally:
         b.close()
@@ -180,10 +180,7 @@ def test_two_calls_with_two_workers_run_side_by_side() -> None:
 def test_one_worker_still_makes_one_batch() -> None:
     b = make(Recorder(), window_s=5.0, max_size=8)
     try:
-        barrier = threading.Barrier(4)
-        with ThreadPoolExecutor(4) as pool:
-            for f in [pool.submit(_in_session, b, barrier, ("k", n)) for n in range(4)]:
-                f.result(20)
+        _all_in_session(b, 4)
         assert b.stats.sizes == {4: 1}
     finally:
         b.close()
