@@ -79,10 +79,11 @@ def test_rewrite_is_softplus_everywhere_on_the_real_line() -> None:
         ref_y, ref_z = original.run(None, feed)
         new_y, new_z = rewritten.run(None, feed)
         assert np.all(np.isfinite(new_y))
-        # float32 rounding of a value ~|x|, and ~1e-7 absolute near 0
-        np.testing.assert_allclose(new_y, exact, rtol=2e-7, atol=2e-7)
-        np.testing.assert_allclose(new_y, ref_y, rtol=2e-7, atol=2e-7)
-        np.testing.assert_allclose(new_z, ref_z, rtol=2e-7, atol=2e-7)
+        # float32 rounding of a value ~|x|, and the CPU's sigmoid/log kernels (vectorised
+        # approximations that differ between instruction sets) near 0: a few 1e-7 here
+        np.testing.assert_allclose(new_y, exact, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(new_y, ref_y, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(new_z, ref_z, rtol=1e-6, atol=1e-6)
 
 
 def test_rewrite_keeps_graphs_without_softplus() -> None:
@@ -205,15 +206,18 @@ def test_child_process_entry_point_usage() -> None:
 
 def test_loaded_sessions_run_the_rewritten_graphs(hub_variant: Path, tmp_path: Path) -> None:
     cache = tmp_path / "graphs"
-    plain = load_onnx_dir(hub_variant, "int8", num_threads=1)
-    fast = load_onnx_dir(hub_variant, "int8", num_threads=1, graph_cache=cache)
+    plain = load_onnx_dir(hub_variant, "fp32", num_threads=1)
+    fast = load_onnx_dir(hub_variant, "fp32", num_threads=1, graph_cache=cache)
     written = sorted(p.name.split("-", 1)[1] for p in cache.glob("*.onnx"))
-    assert written == ["fm_decoder_int8.onnx", "text_encoder_int8.onnx"]
+    assert written == ["fm_decoder.onnx", "text_encoder.onnx"]
     assert plain.feat_dim == fast.feat_dim  # the decoder's metadata survives the rewrite
     tokens, prompt_tokens = [5, 9, 12, 30, 7], [3, 4, 8]
     a = plain.text_condition(tokens, prompt_tokens, 40, 110)
     b = fast.text_condition(tokens, prompt_tokens, 40, 110)
-    assert a.shape == b.shape == (1, 110, a.shape[2])
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    feed = _decoder_feeds(110, 1)[0]
+    args = (np.float32(feed["t"]), feed["x"], a, feed["speech_condition"], 3.0)
+    np.testing.assert_allclose(fast.decoder_step(*args), plain.decoder_step(*args), rtol=1e-4, atol=1e-4)
 
 
 def test_setting_chooses_the_cache(tmp_path: Path) -> None:
